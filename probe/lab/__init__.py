@@ -1,0 +1,1 @@
+"""The censorship lab: a censored network in Linux network namespaces, scenarios as data."""

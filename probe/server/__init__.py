@@ -1,0 +1,1 @@
+"""The helper server (`probe serve`): control measurements from outside the censored network."""

@@ -1,0 +1,1 @@
+"""Shared fixtures. Lab fixtures live in tests/lab/conftest.py."""
