@@ -1,0 +1,115 @@
+"""What a person or a program reads of a run: JSON lines, verdict tables, a target's trace."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from probe.model import TargetMeasurement
+
+_STYLE = {
+    "accessible": "green",
+    "blocked": "bold red",
+    "throttled": "bold yellow",
+    "degraded": "yellow",
+    "down": "magenta",
+    "inconclusive": "dim",
+}
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One stored OONI-format record as the one-line summary `probe run --json` prints."""
+    keys = record["test_keys"]
+    summary = {
+        "input": record["input"],
+        "verdict": keys.get("verdict"),
+        "blocking": keys.get("blocking"),
+        "failure": keys.get("failure"),
+        "throttling": keys.get("throttling"),
+        "measurement_start_time": record.get("measurement_start_time"),
+        "report_id": record.get("report_id"),
+        "test_keys": keys,
+    }
+    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+
+
+def _rate(bps: float | None) -> str:
+    return "" if bps is None else f"{bps / 1000:.0f} kbit/s"
+
+
+def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
+    table = Table(title="Verdicts", show_lines=False)
+    for column in ("target", "category", "verdict", "blocking", "failure", "rate", "why"):
+        table.add_column(column)
+    for m in sorted(measurements, key=lambda m: (m.target.category, m.target.domain)):
+        v = m.verdict
+        if v is None:
+            continue
+        rate = _rate(v.throttling.rate_bps) if v.throttling else ""
+        style = _STYLE.get(v.verdict, "")
+        table.add_row(
+            m.target.domain, m.target.category, f"[{style}]{v.verdict}[/]",
+            v.blocking or "", v.failure or "", rate, v.reason,
+        )
+    return table
+
+
+def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="Runs")
+    columns = ("report_id", "start", "targets", "accessible", "blocked", "throttled", "other")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table
+
+
+def latest_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="Verdicts")
+    columns = ("domain", "category", "verdict", "blocking", "failure", "rate_bps", "ratio")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+    return table
+
+
+def _outcome(failure: str | None, ok: str) -> str:
+    return f"[red]{failure}[/]" if failure else f"[green]{ok}[/]"
+
+
+def trace(m: TargetMeasurement, console: Console) -> None:
+    """Every observation for one target, in the order it was made, then the verdict."""
+    for side, evidence in (("probe", m.probe), ("control", m.control)):
+        console.rule(f"{side} ({m.control_source if side == 'control' else 'this network'})")
+        for q in evidence.dns:
+            answers = " | ".join(",".join(r.addresses) or r.rcode for r in q.responses)
+            console.print(f"{q.t0:7.3f}s dns  {q.resolver:<28} {_outcome(q.failure, q.rcode or '')}"
+                          f" {','.join(q.addresses)}" + (f"  [yellow]answers: {answers}[/]"
+                                                         if len(q.responses) > 1 else ""))
+        for c in evidence.tcp:
+            console.print(f"{c.t0:7.3f}s tcp  {c.address}:{c.port:<22} "
+                          f"{_outcome(c.failure, f'connected in {c.elapsed * 1000:.0f} ms')}")
+        for h in evidence.tls:
+            ok = f"{h.tls_version} valid={h.cert_valid_for_name}"
+            console.print(f"{h.t0:7.3f}s tls  {h.address} sni={h.sni!s:<24} {_outcome(h.failure, ok)}")
+        for r in evidence.http:
+            ok = f"{r.status} {r.title or ''} {r.body_length} B" + (
+                f" [red]blockpage={r.blockpage}[/]" if r.blockpage else "")
+            console.print(f"{r.t0:7.3f}s http {r.url:<34} {_outcome(r.failure, ok)}")
+        for f in evidence.throughput:
+            ok = f"{_rate(f.steady_bps or f.goodput_bps)} {f.bytes_received} B"
+            console.print(f"{f.t0:7.3f}s flow sni={f.sni!s:<29} {_outcome(f.failure, ok)}")
+    v = m.verdict
+    if v is not None:
+        console.rule("verdict")
+        style = _STYLE.get(v.verdict, "")
+        console.print(f"[{style}]{v.verdict}[/] {v.blocking or ''}  rule={v.rule}  {v.reason}")
+        if v.throttling:
+            t = v.throttling
+            console.print(f"  {t.method}: {_rate(t.rate_bps)} vs control {_rate(t.control_rate_bps)},"
+                          f" ratio {t.ratio}, p={t.p_value}, confidence {t.confidence}")

@@ -1,0 +1,205 @@
+"""Measures targets: the probe's own view beside its controls, then a verdict per target.
+
+For one target, in order: DNS from the system resolver and the control resolver (in parallel);
+the helper's control measurement from outside; per address a TCP connect, a TLS handshake with
+the target's SNI and one with the control SNI (back to back, same address, same conditions); an
+HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
+direct download of a real object of the target). Targets run concurrently up to a bound, but
+throughput runs one target at a time so that targets never compete for the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from urllib.parse import urljoin, urlsplit
+
+from probe import verdict as judging
+from probe.measure import control, dns, http, tcp, tls
+from probe.model import (
+    DnsQuery,
+    DnsResult,
+    Endpoint,
+    Evidence,
+    HttpRequest,
+    Settings,
+    Target,
+    TargetMeasurement,
+    ThrottleEstimate,
+    ThroughputResult,
+)
+
+DEFAULT_CONTROL_SNI = "www.example.com"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    settings: Settings = field(default_factory=Settings)
+    control_resolver: str | None = None  # udp://, tls:// or https:// URL
+    helper_url: str | None = None  # https://helper.example/
+    helper_token: str | None = None
+    concurrency: int = 8
+    throughput: bool = True
+    control_sni: str | None = None  # when the target names no control of its own
+    max_addresses: int = 4
+    throughput_bytes: int = 1 << 20  # data budget per target and method
+
+
+@dataclass
+class _RunState:
+    """What the targets of one run share: the throughput lock, and the addresses the helper saw
+    the probe come from (the volunteer's public IP: the caller scrubs them from results)."""
+
+    throughput_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    client_ips: set[str] = field(default_factory=set)
+
+
+def _host(target: Target) -> str:
+    return urlsplit(target.url).hostname or target.domain
+
+
+def _port(target: Target) -> int:
+    parts = urlsplit(target.url)
+    return parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def control_sni(target: Target, plan: RunPlan) -> str:
+    return target.control_domain or plan.control_sni or DEFAULT_CONTROL_SNI
+
+
+def _addresses(results: Sequence[DnsResult], limit: int) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for result in results:
+        for address in result.addresses:
+            seen.setdefault(address, None)
+    return tuple(seen)[:limit]
+
+
+async def _resolve(target: Target, plan: RunPlan, settings: Settings) -> tuple[DnsResult, ...]:
+    queries = [DnsQuery(_host(target), "system")]
+    if plan.control_resolver:
+        queries.append(DnsQuery(_host(target), plan.control_resolver))
+    return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries)))
+
+
+async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
+    """TCP, then TLS with the target SNI, then TLS with the control SNI, to one address."""
+    port = _port(target)
+    connect = await tcp.measure(Endpoint(address, port), settings)
+    if urlsplit(target.url).scheme == "http":
+        return connect, ()
+    handshakes = []
+    for sni in (_host(target), control_sni(target, plan)):
+        handshakes.append(await tls.measure(Endpoint(address, port, sni), settings))
+    return connect, tuple(handshakes)
+
+
+async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
+    if not plan.helper_url:
+        return Evidence()
+    request = control.ControlRequest(
+        domain=_host(target),
+        url=target.url,
+        control_domain=control_sni(target, plan),
+        addresses=tuple(addresses),
+        port=_port(target),
+    )
+    result = await control.measure(request, settings, plan.helper_url, plan.helper_token)
+    if result.client_ip:
+        state.client_ips.add(result.client_ip)
+    return result.evidence
+
+
+async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
+    answers = await _resolve(target, plan, settings)
+    addresses = _addresses(answers, plan.max_addresses)
+    system_addresses = answers[0].addresses
+    helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
+    per_address = await asyncio.gather(
+        *(_per_address(a, target, plan, settings) for a in addresses)
+    )
+    pinned = system_addresses[0] if system_addresses else None
+    fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
+    probe = Evidence(
+        dns=answers,
+        tcp=tuple(connect for connect, _ in per_address),
+        tls=tuple(hs for _, handshakes in per_address for hs in handshakes),
+        http=(fetch,),
+    )
+    return probe, await helper_task
+
+
+async def _throughput(
+    target: Target, plan: RunPlan, settings: Settings
+) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
+    """SNI-swap A/B against the helper's bulk endpoint (the Xue et al. method)."""
+    from probe import abtest  # imported late: scipy is slow to import and only needed here
+
+    if not plan.helper_url:
+        return (), None
+    helper = urlsplit(plan.helper_url)
+    answer = await dns.measure(DnsQuery(helper.hostname or ""), settings)
+    address = answer.addresses[0] if answer.addresses else helper.hostname
+    url = urljoin(plan.helper_url, f"bulk?bytes={plan.throughput_bytes}")
+    targets, controls, estimate = await abtest.sni_swap(
+        url, address, _host(target), control_sni(target, plan), settings, plan.throughput_bytes
+    )
+    return targets + controls, estimate
+
+
+def _control_source(plan: RunPlan) -> str:
+    if plan.helper_url:
+        return "helper"
+    return "control-resolver" if plan.control_resolver else "none"
+
+
+async def measure_target(
+    target: Target, plan: RunPlan, state: _RunState | None = None
+) -> TargetMeasurement:
+    """Everything measured for one target, with its verdict."""
+    state = state or _RunState()
+    settings = replace(plan.settings, origin=time.monotonic())
+    started = time.time()
+    probe, helper = await _probe_and_control(target, plan, settings, state)
+    measurement = TargetMeasurement(
+        target=target,
+        start_time=started,
+        runtime=settings.since_origin(),
+        probe=probe,
+        control=helper,
+        control_source=_control_source(plan),
+    )
+    first = judging.judge(measurement)
+    throttle = None
+    if plan.throughput and plan.helper_url and first.verdict == "accessible":
+        async with state.throughput_lock:
+            flows, throttle = await _throughput(target, plan, settings)
+        measurement = replace(measurement, probe=replace(probe, throughput=flows))
+    final = judging.judge(measurement, throttle) if throttle else first
+    return replace(measurement, runtime=settings.since_origin(), verdict=final)
+
+
+async def run_targets(
+    targets: Sequence[Target],
+    plan: RunPlan,
+    on_result: Callable[[TargetMeasurement], None] | None = None,
+    client_ips: set[str] | None = None,
+) -> list[TargetMeasurement]:
+    """Measures every target (bounded concurrency); `on_result` sees each as it completes.
+
+    `client_ips`, when given, is filled as the run goes with the public addresses the helper
+    saw, before `on_result` sees a target measured with them, so the caller can scrub them.
+    """
+    state = _RunState(client_ips=client_ips if client_ips is not None else set())
+    limit = asyncio.Semaphore(max(1, plan.concurrency))
+
+    async def one(target: Target) -> TargetMeasurement:
+        async with limit:
+            measurement = await measure_target(target, plan, state)
+        if on_result is not None:
+            on_result(measurement)
+        return measurement
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
