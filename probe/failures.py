@@ -41,6 +41,7 @@ SSL_UNKNOWN_AUTHORITY = "ssl_unknown_authority"
 SSL_INVALID_CERTIFICATE = "ssl_invalid_certificate"
 SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"
 HTTP_INVALID_RESPONSE = "http_invalid_response"
+HTTP_REQUEST_FAILED = "http_request_failed"  # a non-2xx answer where 2xx was required (OONI)
 INTERRUPTED = "interrupted"
 UNKNOWN = "unknown_failure"
 
@@ -64,6 +65,7 @@ FAILURES = frozenset(
         SSL_INVALID_CERTIFICATE,
         SSL_FAILED_HANDSHAKE,
         HTTP_INVALID_RESPONSE,
+        HTTP_REQUEST_FAILED,
         INTERRUPTED,
         UNKNOWN,
     }
