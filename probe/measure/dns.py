@@ -1,0 +1,218 @@
+"""Resolve one name over the system resolver, plain UDP, DNS over TLS or DNS over HTTPS.
+
+Over UDP the query is sent once and the socket keeps listening `settings.dns_linger` seconds
+after the first answer: an on-path injector races a forged answer ahead of the real one, so two
+different answers to one query are its signature. Every answer heard is kept, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import dns.asyncbackend
+import dns.asyncquery
+import dns.exception
+import dns.inet
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from probe import failures
+from probe.model import DnsQuery, DnsResponse, DnsResult, Settings
+
+RESOLV_CONF = "/etc/resolv.conf"  # inside `ip netns exec NS` this is /etc/netns/NS/resolv.conf
+MAX_RESPONSES = 16  # a flood of answers is recorded up to this many
+_DEFAULT_PORTS = {"system": 53, "udp": 53, "tls": 853, "https": 443}
+_RCODE_FAILURES = {
+    "NOERROR": None,
+    "NXDOMAIN": failures.DNS_NXDOMAIN,
+    "SERVFAIL": failures.DNS_SERVFAIL,
+    "REFUSED": failures.DNS_REFUSED,
+}
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """A parsed resolver URL. `host` is None for "system" until resolv.conf is read."""
+
+    kind: str  # system | udp | tls | https
+    host: str | None = None
+    port: int = 53
+    url: str = ""  # the DoH URL
+
+    def describe(self) -> str:
+        """The resolver as a URL naming the address actually used."""
+        if self.kind == "https":
+            return self.url
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        scheme = "tls" if self.kind == "tls" else "udp"
+        return f"{scheme}://{host}:{self.port}"
+
+
+def parse_resolver(url: str) -> Resolver:
+    """Validate a resolver URL; raises ValueError with a reason a person can act on."""
+    if url == "system":
+        return Resolver("system")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("udp", "tls", "https"):
+        raise ValueError(f"resolver {url!r}: expected system, udp://IP, tls://IP or https://HOST/path")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ValueError(f"resolver {url!r}: {exc}") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"resolver {url!r}: no host")
+    if parts.scheme == "https":
+        path = parts.path or "/dns-query"
+        netloc = f"[{host}]" if ":" in host else host
+        return Resolver("https", host, port, f"https://{netloc}:{port}{path}")
+    if not _is_ip(host):
+        raise ValueError(f"resolver {url!r}: {parts.scheme}:// needs an IP address, not {host!r}")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"resolver {url!r}: unexpected path {parts.path!r}")
+    return Resolver(parts.scheme, host, port)
+
+
+def system_nameserver(path: str = RESOLV_CONF) -> str:
+    """The first nameserver `path` names, read now (so a namespace's bind mount is honoured)."""
+    conf = dns.resolver.Resolver(filename=path, configure=True)
+    return str(conf.nameservers[0])
+
+
+async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
+    """Resolve `query`; DNS and network failures are returned in the result, never raised."""
+    t0, start = settings.since_origin(), time.monotonic()
+    kind = query.resolver.split(":", 1)[0] if query.resolver != "system" else "system"
+    resolver_text = query.resolver
+    responses: tuple[DnsResponse, ...] = ()
+    try:
+        resolver = parse_resolver(query.resolver)
+        kind = resolver.kind
+        if kind == "system":
+            resolver = Resolver("system", system_nameserver(RESOLV_CONF), 53)
+        resolver_text = resolver.describe()
+        message = dns.message.make_query(query.domain, query.qtype)
+        async with asyncio.timeout(settings.timeout + settings.dns_linger):  # a hard bound
+            responses = await _exchange(message, resolver, settings)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes data
+        failure = failures.classify(exc)
+    else:
+        failure = _failure_of(responses[0]) if responses else failures.TIMEOUT
+    first = responses[0] if responses else None
+    return DnsResult(
+        t0=t0,
+        elapsed=time.monotonic() - start,
+        failure=failure,
+        operation=failures.RESOLVE if failure else None,
+        domain=query.domain,
+        resolver=resolver_text,
+        resolver_kind=kind,
+        qtype=query.qtype,
+        rcode=first.rcode if first else None,
+        addresses=first.addresses if first else (),
+        responses=responses,
+    )
+
+
+async def _exchange(
+    message: dns.message.Message, resolver: Resolver, settings: Settings
+) -> tuple[DnsResponse, ...]:
+    if resolver.kind in ("system", "udp"):
+        assert resolver.host is not None
+        return await _udp(message, resolver.host, resolver.port, settings)
+    sent = time.monotonic()
+    if resolver.kind == "tls":
+        answer = await dns.asyncquery.tls(
+            message,
+            resolver.host or "",
+            timeout=settings.timeout,
+            port=resolver.port,
+            ssl_context=_ssl_context(settings, alpn=["dot"]),
+            server_hostname=resolver.host,
+        )
+    else:
+        answer = await dns.asyncquery.https(
+            message, resolver.url, timeout=settings.timeout, verify=_ssl_context(settings)
+        )
+    source = f"{resolver.host}:{resolver.port}"
+    return (_response(answer, time.monotonic() - sent, source),)
+
+
+async def _udp(
+    message: dns.message.Message, host: str, port: int, settings: Settings
+) -> tuple[DnsResponse, ...]:
+    """Send once, then hear every matching answer until timeout, or linger after the first."""
+    backend = dns.asyncbackend.get_backend("asyncio")
+    destination = (host, port)
+    heard: list[DnsResponse] = []
+    # A connected socket: the kernel reports ICMP port unreachable as connection_refused,
+    # and an injector must spoof the resolver's address to be heard (it does).
+    af = dns.inet.af_for_address(host)
+    sock = await backend.make_socket(af, socket.SOCK_DGRAM, 0, None, destination)
+    async with sock:
+        sent = time.monotonic()
+        expiration = time.time() + settings.timeout  # dnspython counts in wall-clock time
+        await dns.asyncquery.send_udp(sock, message, destination, expiration)
+        while len(heard) < MAX_RESPONSES:
+            try:
+                answer, _, source = await dns.asyncquery.receive_udp(
+                    sock, destination, expiration, ignore_unexpected=True,
+                    ignore_errors=True, query=message,
+                )  # fmt: skip
+            except dns.exception.Timeout:
+                break
+            except OSError:
+                if not heard:
+                    raise
+                break  # an ICMP error after an answer changes nothing already heard
+            heard.append(_response(answer, time.monotonic() - sent, _endpoint(source)))
+            if len(heard) == 1:
+                expiration = min(expiration, time.time() + settings.dns_linger)
+    return tuple(heard)
+
+
+def _response(answer: dns.message.Message, t: float, source: str) -> DnsResponse:
+    addresses = tuple(
+        rdata.address
+        for rrset in answer.answer
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+        for rdata in rrset
+    )
+    return DnsResponse(t=t, rcode=dns.rcode.to_text(answer.rcode()), addresses=addresses, source=source)
+
+
+def _failure_of(response: DnsResponse) -> str | None:
+    failure = _RCODE_FAILURES.get(response.rcode, failures.DNS_MISBEHAVING)
+    if failure is None and not response.addresses:
+        return failures.DNS_NO_ANSWER
+    return failure
+
+
+def _ssl_context(settings: Settings, alpn: list[str] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if settings.ca_file:
+        context.load_verify_locations(cafile=settings.ca_file)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def _endpoint(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
