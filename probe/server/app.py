@@ -1,0 +1,154 @@
+"""The helper's aiohttp application: control measurements, bulk downloads, health.
+
+Routes: POST /api/v1/control (bearer token when configured), GET /bulk (any SNI, for throughput
+A/B tests; see probe.server.bulk), GET /healthz. Every request is bounded: body size, per
+operation timeout, a total deadline, and a cap on concurrent control requests (503 when full,
+rather than a queue that grows without bound). Errors are JSON: {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from probe.model import Settings, to_dict
+from probe.server.control import Policy, run_control
+from probe.server.limits import MAX_BODY, BadRequest, parse_request
+
+try:  # written alongside this module; the app serves control requests without it
+    from probe.server.bulk import handle_bulk
+except ImportError:  # pragma: no cover - only before probe/server/bulk.py exists
+    handle_bulk = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    settings: Settings = field(default_factory=Settings)  # timeout, ca_file, body_limit
+    policy: Policy = field(default_factory=Policy)
+    token: str | None = None
+    max_concurrency: int = 16
+    deadline: float | None = None  # seconds per control request; default 4 x settings.timeout
+    max_body: int = MAX_BODY
+
+    def request_deadline(self) -> float:
+        return self.deadline if self.deadline is not None else 4 * self.settings.timeout
+
+
+@dataclass
+class _State:
+    active: int = 0  # control requests being measured now
+
+
+CONFIG = web.AppKey("config", ServerConfig)
+STATE = web.AppKey("state", _State)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's own refusals (404, 405, 413...) as JSON like ours."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if token is None:
+        return True
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    # compare_digest over bytes: the time taken says nothing about how much matched
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+async def _read_request(request: web.Request):
+    """The parsed ControlRequest, or an error Response."""
+    try:
+        body = await request.read()  # raises 413 past client_max_size
+        return parse_request(json.loads(body))
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"request body larger than {request.app[CONFIG].max_body} bytes")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _error(400, "request body is not JSON")
+    except BadRequest as exc:
+        return _error(400, str(exc))
+
+
+async def handle_control(request: web.Request) -> web.Response:
+    config, state = request.app[CONFIG], request.app[STATE]
+    if not _authorized(request, config.token):
+        return web.json_response(
+            {"error": "missing or wrong bearer token"}, status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="probe-helper"'},
+        )
+    parsed = await _read_request(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    if state.active >= config.max_concurrency:
+        return web.json_response(
+            {"error": "helper busy, retry later"}, status=503, headers={"Retry-After": "5"}
+        )
+    state.active += 1
+    try:
+        settings = dataclasses.replace(config.settings, origin=time.monotonic())
+        evidence, complete = await run_control(
+            parsed, settings, config.policy, config.request_deadline()
+        )
+    finally:
+        state.active -= 1
+    body = to_dict(evidence) | {"client_ip": request.remote, "complete": complete}
+    return web.json_response(body)
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    state, config = request.app[STATE], request.app[CONFIG]
+    return web.json_response({
+        "status": "ok", "active": state.active, "max_concurrency": config.max_concurrency,
+        "bulk": handle_bulk is not None,
+    })
+
+
+def make_app(config: ServerConfig | None = None) -> web.Application:
+    config = config or ServerConfig()
+    app = web.Application(client_max_size=config.max_body, middlewares=[_json_errors])
+    app[CONFIG] = config
+    app[STATE] = _State()
+    app.router.add_post("/api/v1/control", handle_control)
+    app.router.add_get("/healthz", handle_health)
+    if handle_bulk is not None:
+        app.router.add_get("/bulk", handle_bulk)
+    return app
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    """One certificate for every name: no SNI callback, so an unknown SNI is never refused
+    (the SNI-swap test sends the censored name to this server on purpose)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def start(
+    config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Serve in the running loop; the runner (call .cleanup() to stop) and the bound port."""
+    runner = web.AppRunner(make_app(config), shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    return runner, runner.addresses[0][1]
