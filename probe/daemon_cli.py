@@ -1,0 +1,75 @@
+"""`probe daemon`: the click command; wiring only (probe.daemon does the work)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from probe.daemon import DEFAULT_LISTEN, Daemon, OnResult, Schedule, serve
+from probe.model import Target, TargetMeasurement
+from probe.options import (
+    load_targets_or_exit,
+    measurement_options,
+    plan_from,
+    targets_option,
+    vantage_from,
+)
+
+log = logging.getLogger("probe.daemon")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:9464) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]") or DEFAULT_LISTEN[0], int(port)
+
+
+def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@targets_option
+@measurement_options
+@click.option("--interval", type=click.FloatRange(10, 7 * 86400), default=900.0,
+              show_default=True, help="Seconds from one run's start to the next.")
+@click.option("--jitter", type=click.FloatRange(0, 86400), default=120.0, show_default=True,
+              help="Up to this many random extra seconds before each run.")
+@click.option("--run-timeout", type=click.FloatRange(1, 86400), default=1800.0,
+              show_default=True, help="A run taking longer is cancelled and counted as failed.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}", show_default=True,
+              callback=_check_listen, help="Serve /metrics here (HOST:PORT).")
+def daemon(target_files: tuple[Path, ...], interval: float, jitter: float, run_timeout: float,
+           concurrency: int, listen: tuple[str, int], **options: Any) -> None:
+    """Measure on an interval and serve Prometheus metrics (stops on SIGTERM)."""
+    from probe.runner import run_targets
+    from probe.store import Store
+
+    targets = load_targets_or_exit(target_files)
+    plan = plan_from(options, concurrency)
+    vantage = vantage_from(options)
+    store = Store(options["out_dir"], vantage)
+
+    async def runner(batch: Sequence[Target], on_result: OnResult) -> list[TargetMeasurement]:
+        return await run_targets(batch, plan, on_result, client_ips=store.scrub_ips)
+
+    def open_sink() -> OnResult:
+        report_id = store.new_report_id()
+        return lambda m: store.append(m, report_id)
+
+    schedule = Schedule(interval=interval, jitter=jitter, run_timeout=run_timeout)
+    worker = Daemon(targets, runner, vantage, schedule, open_sink)
+    log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
+                len(targets), interval, jitter, *listen)
+    asyncio.run(serve(worker, *listen))
