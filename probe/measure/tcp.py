@@ -1,0 +1,42 @@
+"""Open one TCP connection to an address and port, time it, and close it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from probe import failures
+from probe.model import Endpoint, Settings, TcpResult
+
+_CLOSE_GRACE = 1.0  # seconds to wait for our FIN to go out; the result is already known
+
+
+async def measure(endpoint: Endpoint, settings: Settings) -> TcpResult:
+    """Connect within `settings.timeout`; refusals, resets and silence become failure strings."""
+    t0, start = settings.since_origin(), time.monotonic()
+    failure = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(settings.timeout):
+            _, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes data
+        failure = failures.classify(exc)
+    elapsed = time.monotonic() - start
+    if writer is not None:
+        await _close(writer)
+    return TcpResult(
+        t0=t0,
+        elapsed=elapsed,
+        failure=failure,
+        operation=failures.CONNECT if failure else None,
+        address=endpoint.address,
+        port=endpoint.port,
+    )
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):  # a reset while closing changes nothing measured
+        async with asyncio.timeout(_CLOSE_GRACE):
+            await writer.wait_closed()
