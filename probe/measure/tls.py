@@ -1,0 +1,193 @@
+"""TLS handshake measurement: one TCP connection, one ClientHello, everything recorded.
+
+The handshake runs over memory BIOs on top of a plain asyncio stream, so that the connect and
+the handshake are timed and classified apart, and so that the certificates the server sent are
+kept as evidence even when verification fails (a censor's man-in-the-middle certificate is the
+finding, not noise). There is never a retry: censors keep per-flow state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ssl
+import time
+from typing import Any
+
+from cryptography import x509
+
+from probe import failures
+from probe.model import CertSummary, Endpoint, Settings, TlsResult
+from probe.tlsctx import DEFAULT_ALPN, client_context
+
+# Failures that prove a TLS server answered on the path (a certificate it sent, an alert).
+PEER_ANSWERED: frozenset[str] = frozenset(
+    {
+        failures.SSL_INVALID_HOSTNAME,
+        failures.SSL_UNKNOWN_AUTHORITY,
+        failures.SSL_INVALID_CERTIFICATE,
+        failures.SSL_FAILED_HANDSHAKE,
+    }
+)
+
+_CERT_FAILURES = frozenset(
+    {failures.SSL_INVALID_HOSTNAME, failures.SSL_UNKNOWN_AUTHORITY, failures.SSL_INVALID_CERTIFICATE}
+)
+_MAX_ROUNDS = 256  # reads during one handshake; a real one needs a handful
+_READ_SIZE = 1 << 16
+_DER = 2  # _ssl.ENCODING_DER
+
+
+async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
+    """Connect to endpoint.address:port and do one TLS handshake with SNI endpoint.sni.
+
+    Without an SNI no name can be checked, so the handshake then accepts any certificate and
+    `cert_valid_for_name` stays None.
+    """
+    t0 = settings.since_origin()
+    start = time.monotonic()
+    base: dict[str, Any] = {
+        "t0": t0,
+        "address": endpoint.address,
+        "port": endpoint.port,
+        "sni": endpoint.sni,
+    }
+    try:
+        async with asyncio.timeout(settings.timeout):
+            reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes data
+        return TlsResult(
+            **base,
+            elapsed=time.monotonic() - start,
+            failure=failures.classify(exc),
+            operation=failures.CONNECT,
+        )
+    connect_time = time.monotonic() - start
+    ctx = client_context(settings.ca_file, verify=endpoint.sni is not None, alpn=DEFAULT_ALPN)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=endpoint.sni)
+    failure: str | None = None
+    try:
+        async with asyncio.timeout(settings.timeout):
+            await _handshake(tls, incoming, outgoing, reader, writer)
+    except Exception as exc:  # noqa: BLE001
+        failure = failures.classify(exc)
+    finally:
+        await _close(writer)
+    done = failure is None
+    return TlsResult(
+        **base,
+        elapsed=time.monotonic() - start,
+        failure=failure,
+        operation=None if done else failures.TLS_HANDSHAKE,
+        connect_time=connect_time,
+        tls_version=tls.version() if done else None,
+        cipher=tls.cipher()[0] if done and tls.cipher() else None,
+        alpn=tls.selected_alpn_protocol() if done else None,
+        certificates=tuple(_summaries(_presented_chain(tls, done))),
+        cert_valid_for_name=_valid_for_name(endpoint.sni, failure),
+    )
+
+
+async def _handshake(
+    tls: ssl.SSLObject,
+    incoming: ssl.MemoryBIO,
+    outgoing: ssl.MemoryBIO,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Drive the handshake: flush what OpenSSL wrote, feed what the server sent."""
+    for _ in range(_MAX_ROUNDS):
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:  # flow control of the ssl API, not a failure
+            pass
+        except ssl.SSLError:
+            # Best effort: the alert we send tells the server why we hung up.
+            with contextlib.suppress(OSError):
+                await _flush(outgoing, writer)
+            raise
+        else:
+            await _flush(outgoing, writer)  # TLS 1.3: the client's Finished
+            return
+        await _flush(outgoing, writer)
+        data = await reader.read(_READ_SIZE)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()  # the next do_handshake raises SSLEOFError
+    raise ssl.SSLError("TLS handshake did not finish")
+
+
+async def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
+    data = outgoing.read()
+    if data and not writer.is_closing():
+        writer.write(data)
+        await writer.drain()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):  # the connection may already be gone
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+
+
+def _valid_for_name(sni: str | None, failure: str | None) -> bool | None:
+    if sni is None:
+        return None
+    if failure is None:
+        return True
+    return False if failure in _CERT_FAILURES else None
+
+
+def _presented_chain(tls: ssl.SSLObject, done: bool) -> list[bytes]:
+    """DER certificates as the server sent them, leaf first; empty if none arrived.
+
+    Python >= 3.13 exposes the chain publicly; 3.10-3.12 have the same call on the private
+    `_sslobj`, and it still works after a failed verification, when getpeercert() does not.
+    """
+    getter = getattr(tls, "get_unverified_chain", None) or getattr(
+        getattr(tls, "_sslobj", None), "get_unverified_chain", None
+    )
+    chain = getter() if getter is not None else None
+    if chain:
+        return [c if isinstance(c, bytes) else c.public_bytes(_DER) for c in chain]
+    leaf = tls.getpeercert(binary_form=True) if done else None
+    return [leaf] if leaf else []
+
+
+def _summaries(chain: list[bytes]) -> list[CertSummary]:
+    out = []
+    for der in chain:
+        summary = cert_summary(der)
+        if summary is not None:
+            out.append(summary)
+    return out
+
+
+def cert_summary(der: bytes) -> CertSummary | None:
+    """Subject, issuer, validity (ISO UTC), SANs and SHA-256 of one DER certificate."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:  # a garbled certificate is kept out, the handshake result stays
+        return None
+    return CertSummary(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        san=_sans(cert),
+        sha256=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def _sans(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    names = ext.value.get_values_for_type(x509.DNSName)
+    addresses = [str(a) for a in ext.value.get_values_for_type(x509.IPAddress)]
+    return tuple(names + addresses)
