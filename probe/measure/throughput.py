@@ -1,0 +1,330 @@
+"""Download throughput of one fresh TLS flow, sampled at memoryless times.
+
+One call opens ONE new TCP+TLS connection (a per-flow policer keys on each new flow's SNI, so
+every repetition must be a new flow), sends an HTTP/1.1 GET and counts body bytes until
+`max_bytes`, `max_seconds` or the end of the body.
+
+Sampling follows ndt7 / OONI dd-007: the cumulative byte count is read at exponentially
+distributed intervals, so that sampling cannot lock onto a periodic pattern of the path (a
+token bucket refill, a scheduler tick). dd-007 uses mean 250 ms, min 25 ms, max 650 ms for
+10 s tests; our flows last at most ~5 s and the statistics want more points, so we use
+mean 100 ms, min 10 ms, max 300 ms (about 50 samples in 5 s).
+
+Steady state: a policer lets its bucket's burst through, then converges to a flat rate. The
+steady rate is measured after skipping the first `STEADY_SKIP_S` (1 s) of the transfer, or
+the first `STEADY_SKIP_FRACTION` (30 %) of its duration when the transfer is shorter than
+~3.3 s. Rates are counted from the first response byte, so the RTT of the request is excluded.
+
+Speed: reads go through an asyncio BufferedProtocol into one reused 256 KiB buffer; per read
+the only Python work is an addition and a comparison, which keeps us accurate to 1 Gbit/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import ssl
+import time
+from urllib.parse import urlsplit
+
+from probe import failures
+from probe.model import Settings, ThroughputRequest, ThroughputResult
+
+SAMPLE_MEAN_S = 0.100
+SAMPLE_MIN_S = 0.010
+SAMPLE_MAX_S = 0.300
+STEADY_SKIP_S = 1.0
+STEADY_SKIP_FRACTION = 0.3
+READ_BUFFER = 256 * 1024
+HEADER_LIMIT = 64 * 1024
+HEADER_READ = 4096
+
+Samples = tuple[tuple[float, int], ...]
+
+
+# --- pure rate arithmetic (also used by probe.throttle) -------------------------------------
+
+
+def goodput(samples: Samples) -> float | None:
+    """Bits per second from the first to the last sample, None when no time elapsed."""
+    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+        return None
+    (t0, b0), (t1, b1) = samples[0], samples[-1]
+    return 8.0 * (b1 - b0) / (t1 - t0)
+
+
+def steady_samples(samples: Samples) -> Samples:
+    """The samples after the initial burst (see the module doc); all of them if too few remain."""
+    if len(samples) < 2:
+        return samples
+    skip = min(STEADY_SKIP_S, STEADY_SKIP_FRACTION * samples[-1][0])
+    rest = tuple(s for s in samples if s[0] >= skip)
+    return rest if len(rest) >= 2 else (samples[0], samples[-1])
+
+
+def interval_rates(samples: Samples) -> list[float]:
+    """Bits per second of each interval between consecutive steady samples."""
+    steady = steady_samples(samples)
+    return [
+        8.0 * (b1 - b0) / (t1 - t0)
+        for (t0, b0), (t1, b1) in zip(steady, steady[1:], strict=False)
+        if t1 > t0
+    ]
+
+
+def sample_delay(rng: random.Random) -> float:
+    """One memoryless sampling interval, clipped like ndt7/dd-007."""
+    return min(SAMPLE_MAX_S, max(SAMPLE_MIN_S, rng.expovariate(1.0 / SAMPLE_MEAN_S)))
+
+
+# --- the flow ---------------------------------------------------------------------------------
+
+
+class _Flow(asyncio.BufferedProtocol):
+    """Counts body bytes; everything else happens in timers, not per read."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.limit = max_bytes  # lowered to Content-Length when the server sends one
+        self.buffer = bytearray(READ_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.header = bytearray()
+        self.header_done = False
+        self.status: int | None = None
+        self.invalid = False  # the answer was not HTTP
+        self.content_length: int | None = None
+        self.body = 0
+        self.first_byte: float | None = None
+        self.first_body = 0  # body bytes that came with the header
+        self.end = 0.0
+        self.done: asyncio.Future[BaseException | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Never read past the limit (exact byte counts); headers come through small reads.
+        if not self.header_done:
+            return self.view[:HEADER_READ]
+        return self.view[: max(1, min(READ_BUFFER, self.limit - self.body))]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.done.done():
+            return  # asyncio may deliver one more read after the limit; it is not counted
+        if self.header_done:
+            self.body += nbytes
+        else:
+            self._header(nbytes)
+        if self.body >= self.limit:
+            self.finish(None)
+
+    def _header(self, nbytes: int) -> None:
+        if self.first_byte is None:
+            self.first_byte = time.monotonic()
+        self.header += self.view[:nbytes]
+        end = self.header.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.header) > HEADER_LIMIT:
+                self.invalid = True
+                self.finish(None)
+            return
+        self.header_done = True
+        self.body = self.first_body = len(self.header) - end - 4
+        head = bytes(self.header[:end]).decode("latin-1").split("\r\n")
+        del self.header[:]
+        try:
+            self.status = int(head[0].split()[1])
+        except (IndexError, ValueError):
+            self.invalid = True
+            self.finish(None)
+            return
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                self.content_length = int(value.strip())
+                self.limit = min(self.max_bytes, self.content_length)
+
+    def eof_received(self) -> bool:
+        self.finish(self._short())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish(exc if exc is not None else self._short())
+
+    def _short(self) -> BaseException | None:
+        """The error of a body that ended early: before the header, or short of Content-Length."""
+        if not self.header_done:
+            return EOFError("eof before the response header")
+        if self.content_length is not None and self.body < self.limit:
+            return EOFError("eof before Content-Length")
+        return None
+
+    def finish(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            self.end = time.monotonic()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+            self.done.set_result(exc)
+
+
+def _context(settings: Settings, check_hostname: bool) -> ssl.SSLContext:
+    try:
+        from probe.tlsctx import client_context  # helper B's shared context, when present
+    except ImportError:
+        ctx = ssl.create_default_context()
+        if settings.ca_file:
+            ctx.load_verify_locations(settings.ca_file)
+    else:
+        ctx = client_context(settings.ca_file, verify=True)
+    # The bulk endpoint answers any SNI with one certificate: verify the chain, not the name.
+    ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+class _Failed(Exception):
+    """A phase failed: carries the OONI failure string and the operation."""
+
+    def __init__(self, failure: str, operation: str) -> None:
+        super().__init__(failure)
+        self.failure, self.operation = failure, operation
+
+
+async def _phase(awaitable, timeout: float, operation: str):  # type: ignore[no-untyped-def]
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except Exception as exc:  # every failure becomes data (see failures.classify)
+        raise _Failed(failures.classify(exc), operation) from exc
+
+
+async def _open(
+    request: ThroughputRequest, settings: Settings, flow: _Flow
+) -> tuple[asyncio.Transport, str]:
+    """Resolve (unless pinned), connect, handshake; returns the transport and the address."""
+    loop = asyncio.get_running_loop()
+    url = urlsplit(request.url)
+    host, port = url.hostname or "", url.port or 443
+    address = request.address
+    if address is None:
+        infos = await _phase(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), settings.timeout, failures.RESOLVE
+        )
+        address = infos[0][4][0]
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await _phase(loop.sock_connect(sock, (address, port)), settings.timeout, failures.CONNECT)
+        sni = request.sni or host
+        ctx = _context(settings, check_hostname=sni == host)
+        transport, _ = await _phase(
+            loop.create_connection(lambda: flow, sock=sock, ssl=ctx, server_hostname=sni),
+            settings.timeout,
+            failures.TLS_HANDSHAKE,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return transport, address
+
+
+def _request_bytes(request: ThroughputRequest, settings: Settings) -> bytes:
+    url = urlsplit(request.url)
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    host = url.netloc.rpartition("@")[2]
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {settings.user_agent}\r\n"
+        "Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+async def _sample(
+    flow: _Flow, deadline: float, idle: float, rng: random.Random
+) -> tuple[list[tuple[float, int]], str | None]:
+    """Cumulative bytes at memoryless times until the flow ends, the deadline, or a stall.
+
+    Returns the samples and a failure string (a stall, or no answer by the deadline)."""
+    samples: list[tuple[float, int]] = []
+    last_change, last_body = time.monotonic(), -1
+    while True:
+        now = time.monotonic()
+        await asyncio.wait([flow.done], timeout=max(0.0, min(sample_delay(rng), deadline - now)))
+        now = time.monotonic()
+        if flow.done.done():
+            return samples, None
+        if flow.header_done and flow.first_byte is not None:
+            samples.append((now - flow.first_byte, flow.body))
+        if flow.body != last_body:
+            last_change, last_body = now, flow.body
+        if now >= deadline:
+            return samples, None if flow.header_done else failures.TIMEOUT
+        if now - last_change > idle:
+            return samples, failures.TIMEOUT
+
+
+def _series(flow: _Flow, timed: list[tuple[float, int]], end: float) -> Samples:
+    """(0, first body bytes), the timed samples, and the end; a timed sample that falls within
+    SAMPLE_MIN_S/2 of the end is dropped so that no interval is absurdly short."""
+    if flow.first_byte is None or not flow.header_done:
+        return ()
+    last = (max(0.0, end - flow.first_byte), flow.body)
+    body = [s for s in timed if s[0] < last[0] - SAMPLE_MIN_S / 2]
+    return ((0.0, flow.first_body), *body, last)
+
+
+def _outcome(flow: _Flow, stalled: str | None) -> tuple[str | None, str | None]:
+    """The (failure, operation) of a flow that got connected."""
+    operation = failures.READ if flow.header_done else failures.HTTP_ROUND_TRIP
+    exc = flow.done.result() if flow.done.done() else None
+    if flow.invalid:
+        return failures.HTTP_INVALID_RESPONSE, failures.HTTP_ROUND_TRIP
+    if exc is not None:
+        return failures.classify(exc), operation
+    if stalled is not None:
+        return stalled, operation
+    if flow.status is not None and not 200 <= flow.status < 300:
+        return failures.HTTP_REQUEST_FAILED, failures.HTTP_ROUND_TRIP
+    return None, None
+
+
+async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputResult:
+    """Download over one new TLS flow and sample it; network failures are returned as data."""
+    t0, start = settings.since_origin(), time.monotonic()
+    flow = _Flow(request.max_bytes)
+    address, samples = request.address, ()
+    failure = operation = None
+    transport: asyncio.Transport | None = None
+    try:
+        transport, address = await _open(request, settings, flow)
+        transport.write(_request_bytes(request, settings))
+        deadline = time.monotonic() + request.max_seconds
+        timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random())
+        end = flow.end if flow.done.done() else time.monotonic()
+        samples = _series(flow, timed, end)
+        failure, operation = _outcome(flow, stalled)
+    except _Failed as failed:
+        failure, operation = failed.failure, failed.operation
+    finally:
+        if transport is not None:
+            transport.abort()  # no close_notify dance: the flow is over
+    steady = steady_samples(samples)
+    return ThroughputResult(
+        t0=t0,
+        elapsed=time.monotonic() - start,
+        failure=failure,
+        operation=operation,
+        url=request.url,
+        address=address,
+        sni=request.sni or urlsplit(request.url).hostname,
+        samples=samples,
+        bytes_received=flow.body if flow.header_done else 0,
+        goodput_bps=goodput(samples),
+        steady_bps=goodput(steady),
+    )
