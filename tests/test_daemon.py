@@ -1,0 +1,163 @@
+"""The scheduler: jitter, no overlap, survives failing runs, /metrics over real HTTP, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+
+import aiohttp
+import pytest
+from promstack import measurement, sample_run
+
+from probe.daemon import Board, Daemon, Schedule, bound_port, serve, start_metrics_server
+from probe.model import Vantage
+
+VANTAGE = Vantage(name="lab-1", asn="AS65001", cc="RU")
+
+
+class FakeRun:
+    """An injected runner returning real records; counts overlap and can fail or hang."""
+
+    def __init__(self, fail_on: set[int] = frozenset(), hang: bool = False, took: float = 0.0):
+        self.calls = 0
+        self.active = 0
+        self.max_active = 0
+        self.fail_on, self.hang, self.took = fail_on, hang, took
+
+    async def __call__(self, targets, on_result):
+        self.calls += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.hang:
+                await asyncio.sleep(3600)
+            await asyncio.sleep(self.took)
+            if self.calls in self.fail_on:
+                raise RuntimeError("helper unreachable")
+            results = sample_run()
+            for m in results:
+                on_result(m)
+            return results
+        finally:
+            self.active -= 1
+
+
+def daemon(run: FakeRun, interval: float = 0.05, jitter: float = 0.0, **kw) -> Daemon:
+    kw.setdefault("max_age_runs", 1e9)  # the sample records are seconds old; intervals are ms
+    schedule = Schedule(interval=interval, jitter=jitter, **kw)
+    return Daemon([], run, VANTAGE, schedule, rng=random.Random(1))
+
+
+async def run_until(d: Daemon, predicate, timeout: float = 10.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.loop(stop, first_delay=0))
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert predicate(), "condition not reached in time"
+
+
+def test_jitter_is_random_bounded_and_differs_between_volunteers() -> None:
+    s = Schedule(interval=900, jitter=120)
+    a = [s.next_wait(100, random.Random(1)) for _ in range(1)]
+    waits = [s.next_wait(100, random.Random(seed)) for seed in range(50)]
+    assert all(800 <= w <= 920 for w in waits)
+    assert len({round(w, 6) for w in waits}) > 40 and a[0] in waits
+    assert s.next_wait(2000, random.Random(0)) <= 120  # an overlong run: next one soon, not never
+
+
+async def test_runs_repeat_never_overlap_and_survive_failures() -> None:
+    run = FakeRun(fail_on={2}, took=0.02)
+    d = daemon(run, interval=0.01)
+    await run_until(d, lambda: d.board.snapshot().runs.runs >= 3)
+    snap = d.board.snapshot()
+    assert run.max_active == 1
+    assert snap.runs.failures == 1 and snap.runs.runs >= 3
+    assert snap.runs.last_run_duration is not None and snap.runs.last_run_duration >= 0.02
+    assert {m.target.domain for m in snap.measurements} == {"abs.twimg.com", "example.org",
+                                                            "navalny.com"}
+
+
+async def test_a_hanging_run_times_out_and_counts_as_failed() -> None:
+    d = daemon(FakeRun(hang=True), run_timeout=0.1)
+    assert await asyncio.wait_for(d.run_once(), 5) is False
+    assert d.board.snapshot().runs.failures == 1
+
+
+async def test_stop_mid_run_cancels_the_run_promptly() -> None:
+    run = FakeRun(hang=True)
+    d = daemon(run)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.loop(stop, first_delay=0))
+    while run.calls == 0:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert run.active == 0
+
+
+async def test_a_failing_store_does_not_lose_the_metrics() -> None:
+    def open_sink():
+        def sink(m):
+            raise OSError(28, "No space left on device")
+        return sink
+
+    d = Daemon([], FakeRun(), VANTAGE, Schedule(max_age_runs=1e9), open_sink)
+    assert await d.run_once() is True
+    assert len(d.board.snapshot().measurements) == 3
+
+
+def test_stale_results_are_no_longer_exported() -> None:
+    board = Board(VANTAGE, Schedule(interval=60, max_age_runs=3))
+    now = time.time()
+    board.record(measurement("old.example", "blocked", start=now - 1000))
+    board.record(measurement("new.example", "accessible", start=now - 100))
+    assert [m.target.domain for m in board.snapshot(now).measurements] == ["new.example"]
+
+
+async def test_metrics_endpoint_serves_the_board() -> None:
+    d = daemon(FakeRun())
+    runner = await start_metrics_server(d.board, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}/metrics"
+        async with aiohttp.ClientSession() as http:
+            before = await (await http.get(url)).text()
+            await d.run_once()
+            after = await (await http.get(url)).text()
+    finally:
+        await runner.cleanup()
+    assert 'censorprobe_target_verdict{' not in before
+    assert 'target="abs.twimg.com"' in after and 'verdict="throttled"} 1.0' in after
+    assert 'censorprobe_runs_total{asn="AS65001",cc="RU",vantage="lab-1"} 1.0' in after
+
+
+async def test_sigterm_stops_the_daemon_cleanly() -> None:
+    run = FakeRun()
+    d = daemon(run, interval=0.05)
+    ports: list[int] = []
+    task = asyncio.create_task(serve(d, "127.0.0.1", 0, started=ports.append, first_delay=0))
+    deadline = time.monotonic() + 10
+    while run.calls < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 5)
+    assert run.calls >= 2 and ports
+    async with aiohttp.ClientSession() as http:  # the port is closed again
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.1:{ports[0]}/metrics")
+
+
+def test_listen_option_parsing() -> None:
+    daemon_cli = pytest.importorskip("probe.daemon_cli", reason="probe.runner's imports not ready",
+                                     exc_type=ImportError)
+    assert daemon_cli.parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert daemon_cli.parse_listen("[::1]:9100") == ("::1", 9100)
+    assert daemon_cli.parse_listen(":9464") == ("127.0.0.1", 9464)
+    for bad in ("9464", "host:port", "h:70000"):
+        with pytest.raises(ValueError):
+            daemon_cli.parse_listen(bad)
