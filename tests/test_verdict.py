@@ -1,0 +1,221 @@
+"""Verdict rules: table invariants, one test per censorship case, and properties over any evidence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import factories as F
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probe import failures
+from probe.model import (
+    DnsResponse,
+    DnsResult,
+    Evidence,
+    HttpResult,
+    TargetMeasurement,
+    TcpResult,
+    TlsResult,
+)
+from probe.verdict import PEER_ANSWERED, RULES, RULES_VERSION, judge
+from probe.verdict_rules import BLOCKINGS, VERDICTS
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def test_rule_ids_are_unique_and_dotted():
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    assert all(i.count(".") == 1 and i == i.lower() for i in ids)
+
+
+def test_rule_values_are_known():
+    assert RULES_VERSION
+    for rule in RULES:
+        assert rule.verdict in VERDICTS, rule.id
+        assert (rule.blocking in BLOCKINGS) == (rule.verdict == "blocked"), rule.id
+        assert rule.description.endswith(".") and rule.reason, rule.id
+
+
+def test_last_rule_always_holds():
+    assert RULES[-1].when(None) is True  # the catch-all needs no facts
+
+
+def test_peer_answered_matches_tls_module():
+    tls = pytest.importorskip("probe.measure.tls")
+    assert frozenset(tls.PEER_ANSWERED) == PEER_ANSWERED
+
+
+def test_failure_strings_used_are_known():
+    assert PEER_ANSWERED <= failures.FAILURES
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(F.scenarios()))
+def test_scenario(name):
+    measurement, verdict, blocking = F.scenarios()[name]
+    result = judge(measurement)
+    assert (result.verdict, result.blocking) == (verdict, blocking), result
+    assert result.rules_version == RULES_VERSION
+    assert result.reason.endswith(".") and "{" not in result.reason
+    assert any(r.id == result.rule for r in RULES)
+
+
+def test_rst_names_the_decisive_failure_and_rule():
+    result = judge(F.measurement(F.tls_broken("connection_reset")))
+    assert (result.rule, result.failure) == ("tls.sni_reset", "connection_reset")
+
+
+def test_eof_after_client_hello():
+    assert judge(F.measurement(F.tls_broken("eof_error"))).rule == "tls.sni_eof"
+
+
+def test_sni_blocking_needs_no_helper():
+    """The control SNI to the same address is a control of its own."""
+    probe = dataclasses.replace(F.tls_broken("connection_reset"), dns=(F.dns(), F.dns(kind="tls")))
+    result = judge(F.measurement(probe, Evidence()))
+    assert (result.verdict, result.blocking) == ("blocked", "tls")
+
+
+def test_tls_mitm():
+    probe = dataclasses.replace(F.clean_probe(), tls=(F.tls(valid=False),),
+                                http=(F.http(failure="ssl_unknown_authority"),))
+    result = judge(F.measurement(probe))
+    assert (result.verdict, result.blocking, result.rule) == ("blocked", "tls", "tls.mitm")
+
+
+def test_consistency_through_control_resolver():
+    """A control resolver queried by the probe itself is control DNS."""
+    probe = dataclasses.replace(F.clean_probe(), dns=(F.dns(), F.dns(kind="udp")))
+    assert judge(F.measurement(probe, Evidence(), "control-resolver")).verdict == "accessible"
+
+
+def test_cdn_answer_proven_by_certificate():
+    """Different answers from the control's are fine when they serve a valid certificate."""
+    result = judge(F.measurement(F.clean_probe(F.REAL2)))
+    assert result.verdict == "accessible"
+
+
+def test_helper_on_forged_address_does_not_mask_dns_blocking():
+    control = dataclasses.replace(F.clean_control(), tcp=(F.tcp(), F.tcp(F.FORGED, "connection_refused")))
+    forged = F.scenarios()["dns_forged"][0].probe
+    assert judge(F.measurement(forged, control)).blocking == "dns"
+
+
+@pytest.mark.parametrize("control", [
+    Evidence(dns=(F.dns(kind="helper"),), tcp=(F.tcp(failure="connection_refused"),)),
+    Evidence(dns=(F.dns(kind="helper"),), tcp=(F.tcp(),), http=(F.http(failure="eof_error"),)),
+])
+def test_down_when_helper_fails_too(control):
+    result = judge(F.measurement(F.tls_broken("connection_reset"), control))
+    assert result.verdict == "down" and result.blocking is None
+
+
+def test_http_failure_while_helper_fetches():
+    probe = dataclasses.replace(F.clean_probe(), http=(F.http(failure="connection_reset"),))
+    result = judge(F.measurement(probe))
+    assert (result.verdict, result.blocking, result.rule) == ("blocked", "http", "http.failure")
+
+
+def test_plain_http_diff():
+    url = f"http://{F.DOMAIN}/"
+    probe = Evidence(dns=(F.dns(),), tcp=(F.tcp(port=80),), http=(F.http(url, status=302),))
+    control = Evidence(dns=(F.dns(kind="helper"),), http=(F.http(url),))
+    assert judge(F.measurement(probe, control)).rule == "http.diff"
+
+
+@pytest.mark.parametrize(("state", "verdict"), [
+    ("throttled", "throttled"), ("degraded", "degraded"), ("clean", "accessible"),
+    ("inconclusive", "accessible"),
+])
+def test_throttle(state, verdict):
+    estimate = F.estimate(state, ratio=0.1 if state == "throttled" else 1.0)
+    result = judge(F.measurement(), estimate)
+    assert result.verdict == verdict and result.throttling == estimate
+    assert result.blocking is None
+
+
+def test_throttle_never_hides_blocking():
+    result = judge(F.measurement(F.tls_broken("connection_reset")), F.estimate("throttled", 0.1))
+    assert result.verdict == "blocked"
+
+
+def test_slow_body_is_not_blocking():
+    """A response whose body read times out got through: speed is throughput's business."""
+    probe = dataclasses.replace(F.clean_probe(),
+                                http=(F.http(failure="generic_timeout_error", operation="read"),))
+    assert judge(F.measurement(probe)).verdict == "accessible"
+    assert judge(F.measurement(probe), F.estimate("throttled", 0.1)).verdict == "throttled"
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+ADDRESSES = st.sampled_from([F.REAL, F.REAL2, F.FORGED, F.BOGON, "::1", "not-an-ip"])
+FAILURE = st.none() | st.sampled_from(sorted(failures.FAILURES))
+SNI = st.sampled_from([F.DOMAIN, F.CONTROL_SNI, None])
+RCODE = st.sampled_from(["NOERROR", "NXDOMAIN", "SERVFAIL"])
+OPERATION = st.none() | st.sampled_from(["resolve", "connect", "tls_handshake", "read"])
+addresses = st.lists(ADDRESSES, max_size=3).map(tuple)
+
+responses = st.builds(DnsResponse, t=st.floats(0, 1), rcode=RCODE, addresses=addresses)
+dns_results = st.builds(
+    DnsResult, domain=st.just(F.DOMAIN), resolver=st.just("system"),
+    resolver_kind=st.sampled_from(["system", "udp", "tls", "https", "helper"]),
+    rcode=st.none() | RCODE, addresses=addresses, failure=FAILURE,
+    responses=st.lists(responses, max_size=3).map(tuple),
+)
+tcp_results = st.builds(TcpResult, address=ADDRESSES, port=st.just(443), failure=FAILURE)
+tls_results = st.builds(TlsResult, address=ADDRESSES, port=st.just(443), sni=SNI,
+                        failure=FAILURE, operation=OPERATION,
+                        cert_valid_for_name=st.none() | st.booleans())
+http_results = st.builds(
+    HttpResult, url=st.sampled_from([f"https://{F.DOMAIN}/", f"http://{F.DOMAIN}/"]),
+    address=st.none() | ADDRESSES, status=st.none() | st.sampled_from([200, 302, 403, 451]),
+    failure=FAILURE, operation=OPERATION, title=st.none() | st.text(max_size=5),
+    blockpage=st.none() | st.just("ru.rkn"),
+)
+
+
+def _tuples(strategy):
+    return st.lists(strategy, max_size=3).map(tuple)
+
+
+evidence = st.builds(Evidence, dns=_tuples(dns_results), tcp=_tuples(tcp_results),
+                     tls=_tuples(tls_results), http=_tuples(http_results))
+estimates = st.none() | st.sampled_from(["throttled", "degraded", "clean", "inconclusive"]).map(
+    F.estimate)
+
+
+def _control_shows_down(control: Evidence) -> bool:
+    """An independent, plain reading of "down everywhere"."""
+    if control.dns and all(d.rcode == "NXDOMAIN" and not d.addresses for d in control.dns):
+        return True
+    if not control.dns and control.tcp and all(t.failure for t in control.tcp):
+        return True
+    return bool(control.http) and all(h.status is None for h in control.http)
+
+
+@settings(max_examples=400, deadline=None)
+@given(probe=evidence, control=evidence, throttle=estimates)
+def test_judge_never_raises_and_is_well_formed(probe, control, throttle):
+    m = TargetMeasurement(target=F.target(), start_time=0.0, runtime=0.0, probe=probe,
+                          control=control)
+    result = judge(m, throttle)
+    assert result.verdict in VERDICTS
+    assert (result.blocking is not None) == (result.verdict == "blocked")
+    assert "{" not in result.reason
+    assert result.failure is None or result.failure in failures.FAILURES | {"dns_bogon_error"}
+    assert judge(m, throttle) == result  # pure
+
+
+@settings(max_examples=400, deadline=None)
+@given(probe=evidence, control=evidence)
+def test_never_blocked_when_control_is_down(probe, control):
+    m = TargetMeasurement(target=F.target(), start_time=0.0, runtime=0.0, probe=probe,
+                          control=control)
+    if _control_shows_down(control):
+        assert judge(m).verdict != "blocked"
