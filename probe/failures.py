@@ -82,7 +82,7 @@ _ERRNO = {
 }
 
 # OpenSSL certificate verification codes (X509_V_ERR_*).
-_X509_HOSTNAME_MISMATCH = 62
+_X509_NAME_MISMATCH = {62, 64}  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
 _X509_UNKNOWN_AUTHORITY = {2, 18, 19, 20, 21}
 
 _GAI_NXDOMAIN = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
@@ -90,7 +90,7 @@ _GAI_NXDOMAIN = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NON
 
 def _certificate(exc: ssl.SSLCertVerificationError) -> str:
     code = getattr(exc, "verify_code", None)
-    if code == _X509_HOSTNAME_MISMATCH or "hostname" in str(exc).lower():
+    if code in _X509_NAME_MISMATCH or "hostname" in str(exc).lower():
         return SSL_INVALID_HOSTNAME
     if code in _X509_UNKNOWN_AUTHORITY:
         return SSL_UNKNOWN_AUTHORITY
@@ -132,6 +132,8 @@ def _aiohttp(exc: aiohttp.ClientError) -> str | None:
         return EOF
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return None  # look at the cause, else it is a broken response
+    if isinstance(exc, aiohttp.ClientOSError):
+        return _ERRNO.get(exc.errno or -1)  # aiohttp re-raises resets as ClientOSError(*args)
     return None
 
 
@@ -164,7 +166,8 @@ def _direct(exc: BaseException) -> str | None:
     if isinstance(exc, aiohttp.ClientError):
         return _aiohttp(exc)
     if isinstance(exc, OSError):
-        return _os(exc)
+        found = _os(exc)
+        return None if found == UNKNOWN else found  # a bare OSError may wrap a known cause
     return None
 
 
