@@ -169,6 +169,7 @@ class HttpResult(Observation):
     body_head: str = ""  # first few KiB, decoded, kept as evidence
     timings: HttpTimings = field(default_factory=HttpTimings)
     blockpage: str | None = None  # id of the matching blockpage fingerprint
+    final_url: str | None = None  # after redirects; status, headers and body are of this one
 
 
 @dataclass(frozen=True, kw_only=True)
