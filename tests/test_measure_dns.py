@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trustme
@@ -196,3 +202,50 @@ def _free_udp_port() -> int:
 def test_zone_rules_reject_unknown_actions():
     with pytest.raises(ValueError):
         Rule("teleport")
+
+
+# --- `ip netns exec` bind-mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf --------------
+
+_IN_NAMESPACE = """
+import asyncio, json, sys
+sys.path.insert(0, "tests")
+from dnsserver import DnsServer, Rule
+from probe.measure.dns import measure
+from probe.model import DnsQuery, Settings, to_dict
+
+async def main():
+    server = DnsServer({"ok.test": Rule.answer("192.0.2.44")})
+    await server.start(host="127.0.0.1", udp_port=53)  # the namespace's own loopback
+    try:
+        return await measure(DnsQuery("ok.test"), Settings(timeout=1.0, dns_linger=0.1))
+    finally:
+        await server.close()
+
+print(json.dumps(to_dict(asyncio.run(main()))))
+"""
+
+
+@pytest.mark.lab
+def test_system_resolver_inside_ip_netns_exec():
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root (CAP_NET_ADMIN) and iproute2 for a network namespace")
+    ns = f"probeA-dns-{os.getpid()}"
+    etc = Path("/etc/netns") / ns
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"ip netns does not work here: {exc.stderr.decode().strip()}")
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", _IN_NAMESPACE]
+        root = Path(__file__).resolve().parents[1]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=root)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        shutil.rmtree(etc, ignore_errors=True)
+    assert (result["failure"], result["addresses"]) == (None, ["192.0.2.44"])
+    assert (result["resolver"], result["resolver_kind"]) == ("udp://127.0.0.1:53", "system")

@@ -90,7 +90,8 @@ def system_nameserver(path: str = RESOLV_CONF) -> str:
 async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
     """Resolve `query`; DNS and network failures are returned in the result, never raised."""
     t0, start = settings.since_origin(), time.monotonic()
-    kind = query.resolver.split(":", 1)[0] if query.resolver != "system" else "system"
+    kind = query.resolver.split(":", 1)[0]
+    kind = kind if kind in _DEFAULT_PORTS else "udp"  # a bounded label even for a bad URL
     resolver_text = query.resolver
     responses: tuple[DnsResponse, ...] = ()
     try:
