@@ -143,7 +143,7 @@ async def _exchange(
         answer = await dns.asyncquery.https(
             message, resolver.url, timeout=settings.timeout, verify=_ssl_context(settings)
         )
-    source = f"{resolver.host}:{resolver.port}"
+    source = _endpoint((resolver.host, resolver.port))
     return (_response(answer, time.monotonic() - sent, source),)
 
 
