@@ -15,6 +15,9 @@ from probe.metrics import ResultsCollector, snapshot_of_run
 from probe.model import TargetMeasurement, Vantage
 
 JOB = "censorprobe"
+# One-shot runs come from a timer (systemd/probe.timer: hourly); the vantage-silent alert needs
+# to know how often to expect them.
+ONESHOT_INTERVAL = 3600.0
 
 
 def registry_for(measurements: Sequence[TargetMeasurement], vantage: Vantage,
@@ -26,7 +29,7 @@ def registry_for(measurements: Sequence[TargetMeasurement], vantage: Vantage,
 
 
 def push(measurements: Sequence[TargetMeasurement], gateway_url: str, vantage: Vantage,
-         interval: float | None = None, timeout: float = 30.0) -> None:
+         interval: float | None = ONESHOT_INTERVAL, timeout: float = 30.0) -> None:
     """Replaces this vantage's group on the Pushgateway (job=censorprobe, vantage=NAME).
 
     `interval` is how often the caller's timer runs; it feeds the vantage-silent alert.
@@ -38,7 +41,8 @@ def push(measurements: Sequence[TargetMeasurement], gateway_url: str, vantage: V
 
 
 def write_textfile(measurements: Sequence[TargetMeasurement], path: str | Path,
-                   vantage: Vantage | None = None, interval: float | None = None) -> None:
+                   vantage: Vantage | None = None,
+                   interval: float | None = ONESHOT_INTERVAL) -> None:
     """Writes atomically (a temporary file beside `path`, then rename), so node_exporter never
     reads half a file. `path` should end in .prom for the textfile collector to read it."""
     registry = registry_for(measurements, vantage or Vantage(), interval)
