@@ -39,16 +39,20 @@ class Policy:
 
 @dataclass
 class _Found:
-    """Results gathered so far; appended to by concurrent tasks as each finishes."""
+    """Results gathered so far, appended by concurrent tasks as each finishes; TCP and TLS are
+    keyed by (address index, handshake index) so that the order does not depend on timing."""
 
     dns: list[DnsResult] = field(default_factory=list)
-    tcp: list[TcpResult] = field(default_factory=list)
-    tls: list[TlsResult] = field(default_factory=list)
+    tcp: list[tuple[int, TcpResult]] = field(default_factory=list)
+    tls: list[tuple[tuple[int, int], TlsResult]] = field(default_factory=list)
     http: list[HttpResult] = field(default_factory=list)
 
     def evidence(self) -> Evidence:
         return Evidence(
-            dns=tuple(self.dns), tcp=tuple(self.tcp), tls=tuple(self.tls), http=tuple(self.http)
+            dns=tuple(self.dns),
+            tcp=tuple(r for _, r in sorted(self.tcp, key=lambda kr: kr[0])),
+            tls=tuple(r for _, r in sorted(self.tls, key=lambda kr: kr[0])),
+            http=tuple(self.http),
         )
 
 
@@ -72,16 +76,18 @@ async def _resolve(host: str, settings: Settings, policy: Policy, found: _Found)
 
 
 async def _per_address(
-    address: str, request: ControlRequest, https: bool, settings: Settings, found: _Found
+    index: int, address: str, request: ControlRequest, https: bool, settings: Settings,
+    found: _Found,
 ) -> None:
-    found.tcp.append(await tcp.measure(Endpoint(address, request.port), settings))
+    found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
     if not https:
         return
     snis = [_host_sni(request)]
     if request.control_domain and request.control_domain not in snis:
         snis.append(request.control_domain)
-    for sni in snis:
-        found.tls.append(await tls.measure(Endpoint(address, request.port, sni), settings))
+    for n, sni in enumerate(snis):
+        result = await tls.measure(Endpoint(address, request.port, sni), settings)
+        found.tls.append(((index, n), result))
 
 
 def _host_sni(request: ControlRequest) -> str:
@@ -110,8 +116,8 @@ async def _measure_all(
     addresses = choose_addresses(own, request.addresses, policy)
     https = urlsplit(request.url).scheme == "https"
     async with asyncio.TaskGroup() as group:
-        for address in addresses:
-            group.create_task(_per_address(address, request, https, settings, found))
+        for index, address in enumerate(addresses):
+            group.create_task(_per_address(index, address, request, https, settings, found))
         group.create_task(_fetch(request, own, settings, policy, found))
 
 
