@@ -1,0 +1,146 @@
+"""Small client-side checks that prove each censor rule acts, independent of the probe's own
+measurement code. Run inside the client namespace; prints one JSON object:
+
+    ip netns exec plab-client python -m probe.lab.checks resolve twitter.com [--server IP]
+    ip netns exec plab-client python -m probe.lab.checks https navalny.com [--ca PEM]
+    ip netns exec plab-client python -m probe.lab.checks http http://navalny.com/
+    ip netns exec plab-client python -m probe.lab.checks rate https://abs.twimg.com/media/big.bin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import ssl
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import dns.message
+import dns.rcode
+
+from probe.failures import classify
+
+
+def _system_resolver() -> str:
+    with open("/etc/resolv.conf") as conf:
+        return next(line.split()[1] for line in conf if line.startswith("nameserver"))
+
+
+def resolve(name: str, server: str | None, linger: float = 1.0) -> dict[str, Any]:
+    """Every answer heard for one A query within `linger` s of the first (injection: two)."""
+    query = dns.message.make_query(name, "A")
+    answers: list[dict[str, Any]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(query.to_wire(), (server or _system_resolver(), 53))
+        start, end = time.monotonic(), time.monotonic() + 3.0
+        while time.monotonic() < end:
+            sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                wire, _ = sock.recvfrom(4096)
+            except TimeoutError:
+                break
+            reply = dns.message.from_wire(wire)
+            addresses = [r.address for rrset in reply.answer for r in rrset if r.rdtype == 1]
+            answers.append({"t": round(time.monotonic() - start, 3), "addresses": addresses,
+                            "rcode": dns.rcode.to_text(reply.rcode())})
+            end = min(end, start + answers[0]["t"] + linger)
+    first = answers[0] if answers else {"rcode": None, "addresses": []}
+    return {"name": name, **first, "answers": answers}
+
+
+def _connect(host: str, port: int, sni: str | None, ca: str | None,
+             timeout: float) -> tuple[socket.socket, dict[str, Any]]:
+    result: dict[str, Any] = {"address": host, "port": port, "sni": sni}
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if sni is not None:
+        context = ssl.create_default_context(cafile=ca)
+        try:
+            sock = context.wrap_socket(sock, server_hostname=sni)
+        except BaseException:
+            sock.close()
+            raise
+        result["tls_version"] = sock.version()
+    return sock, result
+
+
+def get(url: str, ca: str | None, timeout: float, address: str | None = None,
+        limit: int = 1 << 16, sni: str | None = None) -> dict[str, Any]:
+    """One GET; `failure`/`operation` say where it stopped, as the probe records it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    operation, result = "connect", {"url": url}
+    try:
+        target = address or socket.gethostbyname(host)
+        operation = "tls_handshake" if tls else "connect"
+        sock, info = _connect(target, parts.port or (443 if tls else 80),
+                              (sni or host) if tls else None, ca, timeout)
+        result.update(info)
+        operation = "http_round_trip"
+        with sock:
+            sock.sendall(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            body = _read(sock, limit)
+        head, _, content = body.partition(b"\r\n\r\n")
+        result.update(status=int(head.split()[1]), body=content[:2048].decode(errors="replace"))
+    except Exception as exc:  # noqa: BLE001 - a check reports, never raises
+        result.update(failure=classify(exc), operation=operation)
+    return result
+
+
+def _read(sock: socket.socket, limit: int) -> bytes:
+    data = b""
+    while len(data) < limit and (chunk := sock.recv(65536)):
+        data += chunk
+    return data
+
+
+def rate(url: str, ca: str | None, seconds: float, sni: str | None = None) -> dict[str, Any]:
+    """Downloads for at most `seconds`; reports bytes and bits per second after the first 64 KiB
+    (so that a policer's initial burst does not count)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    sock, info = _connect(socket.gethostbyname(host), parts.port or 443, sni or host, ca, 10)
+    with sock:
+        sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {host}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        total, mark, start = 0, None, time.monotonic()
+        while time.monotonic() - start < seconds:
+            sock.settimeout(max(0.05, seconds - (time.monotonic() - start)))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            total += len(chunk)
+            if mark is None and total >= 65536:
+                mark = (time.monotonic(), total)
+        end = time.monotonic()
+    bps = (total - mark[1]) * 8 / (end - mark[0]) if mark and end > mark[0] else None
+    return {**info, "url": url, "bytes": total, "seconds": round(end - start, 3), "bps": bps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m probe.lab.checks")
+    parser.add_argument("check", choices=["resolve", "https", "http", "rate"])
+    parser.add_argument("target")
+    parser.add_argument("--server")
+    parser.add_argument("--ca")
+    parser.add_argument("--sni")
+    parser.add_argument("--timeout", type=float, default=4.0)
+    args = parser.parse_args()
+    if args.check == "resolve":
+        out = resolve(args.target, args.server)
+    elif args.check == "rate":
+        out = rate(args.target, args.ca, args.timeout, args.sni)
+    else:
+        url = args.target if "://" in args.target else f"{args.check}://{args.target}/"
+        out = get(url, args.ca, args.timeout, sni=args.sni)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
