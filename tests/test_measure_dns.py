@@ -179,6 +179,12 @@ async def test_bad_resolver_url(bad):
     assert result.failure in failures.FAILURES and result.responses == ()
 
 
+@pytest.mark.parametrize(("domain", "qtype"), [("a" * 70 + ".test", "A"), ("ok.test", "BOGUS")])
+async def test_unusable_query_is_a_failure_not_an_exception(server, domain, qtype):
+    result = await dnsmeasure.measure(DnsQuery(domain, server.udp_url, qtype), settings(server))
+    assert result.failure in failures.FAILURES and server.udp_queries == 0
+
+
 @pytest.mark.parametrize(
     ("url", "described"),
     [
