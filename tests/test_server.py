@@ -285,25 +285,44 @@ async def test_deadline_returns_partial_evidence() -> None:
     assert body["dns"] and body["tcp"] and body["http"] == []  # the slow fetch was cut
 
 
-async def test_any_sni_is_accepted(lab: Lab) -> None:
+async def _raw_get(lab: Lab, sni: str, path: str) -> bytes:
+    """One HTTP/1.1 GET to the helper with this SNI (the name need not be on its cert)."""
     context = lab.client_context()
-    context.check_hostname = False  # the name is not on the cert; the handshake must still work
+    context.check_hostname = False  # CA still verified; only the name is not on the cert
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", lab.helper_port, ssl=context, server_hostname="twitter.com"
+        "127.0.0.1", lab.helper_port, ssl=context, server_hostname=sni
     )
     try:
-        assert writer.get_extra_info("ssl_object").server_hostname == "twitter.com"
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: twitter.com\r\nConnection: close\r\n\r\n")
-        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        assert writer.get_extra_info("ssl_object").server_hostname == sni
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+        return await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
     finally:
         writer.close()
 
 
-async def test_bulk_route_registered_when_present(lab: Lab) -> None:
+async def test_any_sni_is_accepted(lab: Lab) -> None:
+    assert (await _raw_get(lab, "twitter.com", "/healthz")).startswith(b"HTTP/1.1 200")
+
+
+async def test_bulk_streams_under_any_sni(lab: Lab) -> None:
     if server_app.handle_bulk is None:
         pytest.skip("probe/server/bulk.py (helper F) is not there yet")
-    routes = {(r.method, r.resource.canonical) for r in lab.helper_runner.app.router.routes()}
-    assert ("GET", "/bulk") in routes
+    answer = await _raw_get(lab, "abs.twimg.com", "/bulk?bytes=5000")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 5000" in head
+    assert len(body) == 5000
+
+
+async def test_handler_bug_is_json_500(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A measure module raising (a bug: they must return failures) is contained."""
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("probe.server.app.run_control", broken)
+    status, body = await post(lab, lab.target())
+    assert (status, body) == (500, {"error": "internal error"})
+    assert lab.state().active == 0
 
 
 def test_cli_refuses_plain_http_without_flag() -> None:

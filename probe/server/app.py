@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import logging
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ try:  # written alongside this module; the app serves control requests without i
     from probe.server.bulk import handle_bulk
 except ImportError:  # pragma: no cover - only before probe/server/bulk.py exists
     handle_bulk = None
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,17 @@ def _error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
-    """aiohttp's own refusals (404, 405, 413...) as JSON like ours."""
+    """aiohttp's own refusals (404, 405, 413...) as JSON like ours; a bug is a logged 500."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason)
+        detail = exc.text if exc.status == 400 and exc.text else exc.reason  # 400s say why
+        return _error(exc.status, detail.strip())
+    except Exception:  # noqa: BLE001 - a bug in a handler must not kill the connection mutely
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal error")
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
