@@ -1,0 +1,235 @@
+"""HTTP(S) GET measurement through aiohttp: status, headers, title, a capped body, phase timings.
+
+Timings are seconds from the request's start: `connect` (TCP established), `tls` (handshake
+done) and `first_byte` (response headers in) are of the first exchange, the URL asked for;
+`transfer` is when the final body (after redirects) was read. aiohttp reports the connection
+only once TLS is done, so the TCP moment is taken from the TLS object's first handshake step.
+Each phase is bounded by settings.timeout and the whole by _PHASES of them, so a server that
+trickles a byte at a time cannot hold a measurement for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from probe import blockpages, failures
+from probe.model import HttpRequest, HttpResult, HttpTimings, Settings
+from probe.tlsctx import client_context
+
+_PHASES = 4  # resolve, connect + TLS, round trip, read
+_MAX_REDIRECTS = 5
+_HEAD = 4096  # bytes of body kept as evidence
+_TITLE_SCAN = 1 << 16  # bytes searched for <title>
+_CHUNK = 1 << 16
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass
+class _Trace:
+    """What one measurement went through, filled in by the trace hooks as it happens."""
+
+    start: float
+    stage: str = failures.CONNECT  # the operation under way, named on failure
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+
+    def mark(self, name: str, stage: str | None = None) -> None:
+        self.marks.setdefault(name, time.monotonic() - self.start)  # the first one counts
+        if stage is not None:
+            self.stage = stage
+
+
+@dataclass
+class _Got:
+    """What arrived before any failure."""
+
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    final_url: str | None = None
+    charset: str | None = None
+    body: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+    blockpage: str | None = None
+
+
+async def measure(request: HttpRequest, settings: Settings) -> HttpResult:
+    """GET request.url (pinned to request.address if set), following up to 5 redirects."""
+    t0 = settings.since_origin()
+    trace, got = _Trace(start=time.monotonic()), _Got()
+    failure: str | None = None
+    try:
+        async with asyncio.timeout(_PHASES * settings.timeout):
+            await _fetch(request, settings, trace, got)
+        trace.mark("transfer")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes data
+        failure = failures.classify(exc)
+    head = _decode(bytes(got.body[:_HEAD]), got.charset)
+    title = _title(bytes(got.body[:_TITLE_SCAN]), got.charset)
+    if got.status is not None and got.blockpage is None:
+        got.blockpage = blockpages.match(got.status, got.headers, head, title)
+    return HttpResult(
+        t0=t0,
+        elapsed=time.monotonic() - trace.start,
+        failure=failure,
+        operation=_operation(failure, trace.stage),
+        url=request.url,
+        address=request.address,
+        status=got.status,
+        headers=got.headers,
+        title=title,
+        body_length=len(got.body),
+        body_truncated=got.truncated,
+        body_head=head,
+        timings=HttpTimings(**{k: trace.marks.get(k) for k in _TIMINGS}),
+        blockpage=got.blockpage,
+        final_url=got.final_url,
+    )
+
+
+_TIMINGS = ("connect", "tls", "first_byte", "transfer")
+
+
+async def _fetch(request: HttpRequest, settings: Settings, trace: _Trace, got: _Got) -> None:
+    ctx = client_context(settings.ca_file, alpn=("http/1.1",))  # aiohttp speaks HTTP/1.1 only
+    ctx.sslobject_class = _timed_tls_object(trace)
+    host = URL(request.url).host or ""
+    connector = aiohttp.TCPConnector(
+        ssl=ctx,
+        resolver=PinnedResolver(host, request.address) if request.address else None,
+        force_close=True,  # one exchange per connection: nothing carried between hops
+        use_dns_cache=False,
+    )
+    timeout = aiohttp.ClientTimeout(sock_connect=settings.timeout, sock_read=settings.timeout)
+    async with (
+        aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            trace_configs=[_trace_config(trace)],
+            headers={"User-Agent": settings.user_agent},
+        ) as session,
+        session.get(request.url, max_redirects=_MAX_REDIRECTS) as resp,
+    ):
+        trace.stage = failures.READ
+        got.status, got.final_url, got.charset = resp.status, str(resp.url), resp.charset
+        got.headers = tuple(resp.headers.items())
+        # A redirect to an ISP's stub page is itself the blockpage: check every hop.
+        got.blockpage = next(
+            (b for h in resp.history if (b := blockpages.match(h.status, h.headers.items(), "", None))),
+            None,
+        )
+        await _read_body(resp.content, settings.body_limit, got)
+
+
+async def _read_body(content: aiohttp.StreamReader, limit: int, got: _Got) -> None:
+    """Read up to `limit` bytes; one byte more tells whether the body was longer."""
+    while len(got.body) <= limit:
+        chunk = await content.read(min(_CHUNK, limit + 1 - len(got.body)))
+        if not chunk:
+            return
+        got.body += chunk
+    got.truncated = True
+    del got.body[limit:]
+
+
+def _timed_tls_object(trace: _Trace) -> type[ssl.SSLObject]:
+    """An SSLObject whose first handshake step marks the TCP connection as established."""
+
+    class _TimedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            trace.mark("connect", failures.TLS_HANDSHAKE)
+            super().do_handshake()
+            trace.mark("tls")
+
+    return _TimedSSLObject
+
+
+def _trace_config(trace: _Trace) -> aiohttp.TraceConfig:
+    def hook(action: Callable[[], None]) -> Callable[..., Any]:
+        async def on(_session: Any, _ctx: SimpleNamespace, _params: Any) -> None:
+            action()
+
+        return on
+
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_start.append(hook(lambda: trace.enter(failures.CONNECT)))
+    config.on_dns_resolvehost_start.append(hook(lambda: trace.enter(failures.RESOLVE)))
+    config.on_dns_resolvehost_end.append(hook(lambda: trace.enter(failures.CONNECT)))
+    # Plain HTTP: the connection is ready right after connect; HTTPS marked it already.
+    config.on_connection_create_end.append(
+        hook(lambda: trace.mark("connect", failures.HTTP_ROUND_TRIP))
+    )
+    config.on_request_end.append(hook(lambda: trace.mark("first_byte")))
+    return config
+
+
+class PinnedResolver(AbstractResolver):
+    """Answers `address` for `host`, like curl --resolve; other names go to the system resolver.
+
+    The URL's host still gives the TLS SNI and the Host header; only the address is pinned.
+    """
+
+    def __init__(self, host: str, address: str) -> None:
+        self._host = _normal(host)
+        self._address = address
+        self._fallback = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if _normal(host) != self._host:
+            return await self._fallback.resolve(host, port, family)
+        pinned_family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
+        return [
+            ResolveResult(
+                hostname=host,
+                host=self._address,
+                port=port,
+                family=pinned_family,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        await self._fallback.close()
+
+
+def _normal(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def _operation(failure: str | None, stage: str) -> str | None:
+    if failure is None:
+        return None
+    if failure.startswith("dns_"):
+        return failures.RESOLVE
+    return stage
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
+
+
+def _title(data: bytes, charset: str | None) -> str | None:
+    found = _TITLE.search(_decode(data, charset))
+    if found is None:
+        return None
+    return " ".join(html.unescape(found.group(1)).split())[:512] or None
