@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import tlsservers as ts
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from probe import blockpages, failures
 from probe.measure import http
@@ -172,3 +174,31 @@ async def test_a_redirect_hop_can_be_the_blockpage(
     assert (r.failure, r.status, r.blockpage) == (None, 200, "hop")
     plain = await http.measure(pinned(app, "/"), settings(pki))
     assert plain.blockpage is None
+
+
+class _NoNames(AbstractResolver):
+    """Resolves nothing: the names a test does not pin never leave the machine."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
+        raise socket.gaierror(socket.EAI_NONAME, "not in this test")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_redirect_to_another_name_uses_the_given_resolver(
+    pki: ts.Pki, app: ts.WebServer
+) -> None:
+    names = http.PinnedResolver(ts.NAMES[1], ts.HOST, _NoNames())
+    r = await http.measure(pinned(app, "/elsewhere"), settings(pki), resolver=names)
+    assert (r.failure, r.status) == (None, 200)
+    assert r.final_url == app.url("/", host=ts.NAMES[1])
+    assert app.sni_log == [ts.NAME, ts.NAMES[1]]
+
+
+async def test_redirect_to_an_unresolvable_name_fails_at_resolve(
+    pki: ts.Pki, app: ts.WebServer
+) -> None:
+    r = await http.measure(pinned(app, "/elsewhere"), settings(pki), resolver=_NoNames())
+    assert (r.failure, r.operation) == (failures.DNS_NXDOMAIN, failures.RESOLVE)
+    assert r.status is None and r.timings.first_byte is not None  # the first hop answered

@@ -2,7 +2,7 @@
 
 - `make_pki(dir)`: a trusted CA and a second, untrusted one, certificates for NAMES.
 - `https_app(ctx)`: an aiohttp HTTPS app with the routes in ROUTES (page, big body, trickle,
-  redirect, blockpage, reset in mid-body).
+  redirect, redirect to another name, blockpage, reset in mid-body).
 - `raw_server(behaviour, ssl_ctx=None)`: a TCP (or TLS) server running `behaviour` per
   connection: `hold`, `close_after_hello`, `reset_after_hello`, `silent`, `tls_alert`.
 - `refused_port()`: a port bound but not listening, so connecting to it is refused.
@@ -186,6 +186,12 @@ async def trickle(request: web.Request) -> web.StreamResponse:
 @routes.get("/redirect")
 async def redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound("/")
+
+
+@routes.get("/elsewhere")
+async def elsewhere(request: web.Request) -> web.Response:
+    """Redirect to the same server under another name, www.probe.test."""
+    raise web.HTTPFound(str(request.url.with_host(NAMES[1]).with_path("/")))
 
 
 @routes.get("/loop")

@@ -67,14 +67,21 @@ class _Got:
     blockpage: str | None = None
 
 
-async def measure(request: HttpRequest, settings: Settings) -> HttpResult:
-    """GET request.url (pinned to request.address if set), following up to 5 redirects."""
+async def measure(
+    request: HttpRequest, settings: Settings, *, resolver: AbstractResolver | None = None
+) -> HttpResult:
+    """GET request.url (pinned to request.address if set), following up to 5 redirects.
+
+    `resolver` (default: the system's, through getaddrinfo) resolves every name but a pinned
+    one, including redirect targets: a server that must not reach some addresses (the helper)
+    passes one that refuses them.
+    """
     t0 = settings.since_origin()
     trace, got = _Trace(start=time.monotonic()), _Got()
     failure: str | None = None
     try:
         async with asyncio.timeout(_PHASES * settings.timeout):
-            await _fetch(request, settings, trace, got)
+            await _fetch(request, settings, trace, got, resolver or aiohttp.ThreadedResolver())
         trace.mark("transfer")
     except Exception as exc:  # noqa: BLE001 - every failure becomes data
         failure = failures.classify(exc)
@@ -104,13 +111,15 @@ async def measure(request: HttpRequest, settings: Settings) -> HttpResult:
 _TIMINGS = ("connect", "tls", "first_byte", "transfer")
 
 
-async def _fetch(request: HttpRequest, settings: Settings, trace: _Trace, got: _Got) -> None:
+async def _fetch(
+    request: HttpRequest, settings: Settings, trace: _Trace, got: _Got, names: AbstractResolver
+) -> None:
     ctx = client_context(settings.ca_file, alpn=("http/1.1",))  # aiohttp speaks HTTP/1.1 only
     ctx.sslobject_class = _timed_tls_object(trace)
     host = URL(request.url).host or ""
     connector = aiohttp.TCPConnector(
         ssl=ctx,
-        resolver=PinnedResolver(host, request.address) if request.address else None,
+        resolver=PinnedResolver(host, request.address, names) if request.address else names,
         force_close=True,  # one exchange per connection: nothing carried between hops
         use_dns_cache=False,
     )
@@ -173,20 +182,22 @@ def _trace_config(trace: _Trace) -> aiohttp.TraceConfig:
     config.on_connection_create_end.append(
         hook(lambda: trace.mark("connect", failures.HTTP_ROUND_TRIP))
     )
+    # Response headers in: a redirect hop fires the one, the final response the other.
+    config.on_request_redirect.append(hook(lambda: trace.mark("first_byte")))
     config.on_request_end.append(hook(lambda: trace.mark("first_byte")))
     return config
 
 
 class PinnedResolver(AbstractResolver):
-    """Answers `address` for `host`, like curl --resolve; other names go to the system resolver.
+    """Answers `address` for `host`, like curl --resolve; other names go to `fallback`.
 
     The URL's host still gives the TLS SNI and the Host header; only the address is pinned.
     """
 
-    def __init__(self, host: str, address: str) -> None:
+    def __init__(self, host: str, address: str, fallback: AbstractResolver) -> None:
         self._host = _normal(host)
         self._address = address
-        self._fallback = aiohttp.ThreadedResolver()
+        self._fallback = fallback
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -206,7 +217,7 @@ class PinnedResolver(AbstractResolver):
         ]
 
     async def close(self) -> None:
-        await self._fallback.close()
+        pass  # the fallback belongs to whoever passed it
 
 
 def _normal(host: str) -> str:

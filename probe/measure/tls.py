@@ -64,9 +64,33 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
             operation=failures.CONNECT,
         )
     connect_time = time.monotonic() - start
-    ctx = client_context(settings.ca_file, verify=endpoint.sni is not None, alpn=DEFAULT_ALPN)
+    tls, failure = await _tls_over(reader, writer, endpoint.sni, settings)
+    done = failure is None
+    cipher = tls.cipher() if done else None
+    return TlsResult(
+        **base,
+        elapsed=time.monotonic() - start,
+        failure=failure,
+        operation=None if done else failures.TLS_HANDSHAKE,
+        connect_time=connect_time,
+        tls_version=tls.version() if done else None,
+        cipher=cipher[0] if cipher else None,
+        alpn=tls.selected_alpn_protocol() if done else None,
+        certificates=tuple(_summaries(_presented_chain(tls, done))),
+        cert_valid_for_name=_valid_for_name(endpoint.sni, failure),
+    )
+
+
+async def _tls_over(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    sni: str | None,
+    settings: Settings,
+) -> tuple[ssl.SSLObject, str | None]:
+    """One handshake on an open connection, which is closed afterwards; (TLS object, failure)."""
+    ctx = client_context(settings.ca_file, verify=sni is not None, alpn=DEFAULT_ALPN)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=endpoint.sni)
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
     failure: str | None = None
     try:
         async with asyncio.timeout(settings.timeout):
@@ -75,19 +99,7 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
         failure = failures.classify(exc)
     finally:
         await _close(writer)
-    done = failure is None
-    return TlsResult(
-        **base,
-        elapsed=time.monotonic() - start,
-        failure=failure,
-        operation=None if done else failures.TLS_HANDSHAKE,
-        connect_time=connect_time,
-        tls_version=tls.version() if done else None,
-        cipher=tls.cipher()[0] if done and tls.cipher() else None,
-        alpn=tls.selected_alpn_protocol() if done else None,
-        certificates=tuple(_summaries(_presented_chain(tls, done))),
-        cert_valid_for_name=_valid_for_name(endpoint.sni, failure),
-    )
+    return tls, failure
 
 
 async def _handshake(
