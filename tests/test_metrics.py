@@ -9,8 +9,17 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from promstack import PROMTOOL, measurement, sample_run
+from promstack import (
+    PROMTOOL,
+    free_port,
+    http_get,
+    measurement,
+    needs,
+    pushgateway,
+    sample_run,
+)
 
+from probe.export import ONESHOT_INTERVAL, push, write_textfile
 from probe.failures import FAILURES
 from probe.metrics import (
     PHASES,
@@ -149,3 +158,41 @@ def test_latest_measurement_per_target_wins() -> None:
     new = replace(measurement("t.example", "accessible"), start_time=2000.0)
     snap = snapshot_of_run([new, old], VANTAGE)
     assert [m.verdict.verdict for m in snap.measurements] == ["accessible"]
+
+
+# --- one-shot export -------------------------------------------------------------------------
+
+
+@needs
+def test_push_replaces_this_vantage_points_group_on_a_real_pushgateway(tmp_path) -> None:
+    with pushgateway(tmp_path) as gw:
+        push(sample_run(), gw.base, VANTAGE)
+        push(sample_run()[:1], gw.base, VANTAGE)  # the next run: one target only
+        push(sample_run()[2:], gw.base, Vantage(name="spb-1", asn="AS12389", cc="RU"))
+        status, body = http_get(gw.base + "/metrics")
+    assert status == 200
+    text = body.decode()
+    verdicts = {(s.labels["vantage"], s.labels["target"]) for s in samples(text)
+                if s.name == "censorprobe_target_verdict"}
+    assert verdicts == {("msk-1", "abs.twimg.com"), ("spb-1", "navalny.com")}
+    assert all(s.labels.get("job") == "censorprobe" for s in samples(text)
+               if s.name.startswith("censorprobe_"))
+    assert value(text, "censorprobe_run_interval_seconds", vantage="msk-1") == ONESHOT_INTERVAL
+
+
+def test_push_to_nowhere_raises_oserror() -> None:
+    with pytest.raises(OSError):
+        push(sample_run(), f"http://127.0.0.1:{free_port()}", VANTAGE, timeout=2)
+
+
+def test_textfile_is_written_atomically_and_parses(tmp_path) -> None:
+    path = tmp_path / "censorprobe.prom"
+    path.write_text("old content that must be replaced whole\n")
+    write_textfile(sample_run(), path, VANTAGE)
+    text = path.read_text()
+    assert value(text, "censorprobe_target_verdict", target="navalny.com", verdict="blocked") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["censorprobe.prom"]  # no temp file left
+    if PROMTOOL:
+        run = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                             text=True, timeout=30)
+        assert run.returncode == 0, run.stdout
