@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from probe import blockpages
 
@@ -93,3 +95,16 @@ def test_headers_may_be_a_mapping() -> None:
 def test_malformed_file_is_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="blockpages"):
         blockpages.parse(text)
+
+
+@given(
+    status=st.none() | st.integers(0, 999),
+    headers=st.lists(st.tuples(st.text(max_size=20), st.text(max_size=60)), max_size=4),
+    body=st.text(max_size=300),
+    title=st.none() | st.text(max_size=40),
+)
+def test_match_never_raises_and_names_a_shipped_fingerprint(
+    status: int | None, headers: list, body: str, title: str | None
+) -> None:
+    found = blockpages.match(status, headers, body, title)
+    assert found is None or found in {fp.id for fp in blockpages.fingerprints()}

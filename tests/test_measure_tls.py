@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
@@ -103,6 +104,19 @@ async def test_refused_fails_at_connect(pki: ts.Pki) -> None:
         r = await tls.measure(Endpoint(ts.HOST, port, ts.NAME), settings(pki))
     assert (r.failure, r.operation) == (failures.CONNECTION_REFUSED, failures.CONNECT)
     assert r.connect_time is None and r.cert_valid_for_name is None
+
+
+async def test_whole_presented_chain_is_recorded_leaf_first(pki: ts.Pki) -> None:
+    intermediate = pki.ca.create_child_ca()
+    leaf = intermediate.issue_cert(ts.NAME)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(ctx)  # sends the leaf and the intermediate
+    async with ts.raw_server(ts.hold, ctx) as srv:
+        r = await tls.measure(Endpoint(ts.HOST, srv.port, ts.NAME), settings(pki))
+    assert r.failure is None and r.cert_valid_for_name is True
+    assert len(r.certificates) == 2
+    assert r.certificates[0].issuer == r.certificates[1].subject
+    assert r.certificates[0].san == (ts.NAME,) and r.certificates[1].san == ()
 
 
 def test_cert_summary_rejects_garbage() -> None:

@@ -32,7 +32,7 @@ from probe.tlsctx import client_context
 _PHASES = 4  # resolve, connect + TLS, round trip, read
 _MAX_REDIRECTS = 5
 _HEAD = 4096  # bytes of body kept as evidence
-_TITLE_SCAN = 1 << 16  # bytes searched for <title>
+_SCAN = 1 << 16  # bytes searched for <title> and blockpage fingerprints
 _CHUNK = 1 << 16
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
@@ -86,9 +86,10 @@ async def measure(
     except Exception as exc:  # noqa: BLE001 - every failure becomes data
         failure = failures.classify(exc)
     head = _decode(bytes(got.body[:_HEAD]), got.charset)
-    title = _title(bytes(got.body[:_TITLE_SCAN]), got.charset)
+    scanned = _decode(bytes(got.body[:_SCAN]), got.charset)  # more than is kept as evidence
+    title = _title(scanned)
     if got.status is not None and got.blockpage is None:
-        got.blockpage = blockpages.match(got.status, got.headers, head, title)
+        got.blockpage = blockpages.match(got.status, got.headers, scanned, title)
     return HttpResult(
         t0=t0,
         elapsed=time.monotonic() - trace.start,
@@ -239,8 +240,8 @@ def _decode(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _title(data: bytes, charset: str | None) -> str | None:
-    found = _TITLE.search(_decode(data, charset))
+def _title(text: str) -> str | None:
+    found = _TITLE.search(text)
     if found is None:
         return None
     return " ".join(html.unescape(found.group(1)).split())[:512] or None
