@@ -86,13 +86,14 @@ class Store:
         self._index(written, m, path)
         return written
 
-    def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path) -> None:
+    def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
+               vantage: str | None = None) -> None:
         keys = record["test_keys"]
         throttling = keys.get("throttling") or {}
         row = {
             "report_id": record["report_id"], "input": record["input"],
             "domain": m.target.domain, "category": m.target.category,
-            "vantage": self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
+            "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
             "start_time": m.start_time, "verdict": keys["verdict"], "blocking": keys["blocking"],
             "failure": keys["failure"], "rule": keys["rule"],
             "rate_bps": throttling.get("rate_bps"),
@@ -140,6 +141,21 @@ class Store:
             " ORDER BY start_time DESC, id DESC LIMIT ?",
             (domain, vantage or self.vantage.name, limit)).fetchall()
         return [dict(r) for r in rows]
+
+    def reindex(self) -> int:
+        """Rebuilds the index from the JSON-lines files; returns the number of rows."""
+        with self._db:
+            self._db.execute("DELETE FROM measurements")
+        count = 0
+        for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
+            for record in read_records(path):
+                try:
+                    m = from_ooni(record)
+                except Exception:  # noqa: BLE001 - an unreadable record is left out
+                    continue
+                self._index(record, m, path, record["annotations"].get("vantage", ""))
+                count += 1
+        return count
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored record, oldest file first."""

@@ -156,7 +156,8 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
     probe_addrs = frozenset(a for d in own for a in d.addresses)
     control_addrs = frozenset(a for d in control for a in d.addresses)
     # addresses the helper itself reached with a valid certificate are the real ones too
-    control_addrs |= {t.address for t in m.control.tls if _tls_valid(t)}
+    control_addrs |= {t.address for t in m.control.tls
+                      if _tls_valid(t) and (t.sni or "").lower() == f.domain}
     proven = {t.address for t in m.probe.tls if _tls_valid(t) and (t.sni or "").lower() == f.domain}
     proven |= {h.address for h in m.probe.http if _http_ok(h) and h.address
                and h.url.startswith("https:")}

@@ -225,3 +225,20 @@ def test_local_addresses_are_real_and_not_loopback():
 
     shown = sp.run(["ip", "-j", "addr"], capture_output=True, check=True, timeout=5).stdout.decode()
     assert all(a in shown or a in sp.getoutput("getent ahosts $(hostname)") for a in found)
+
+
+def test_reindex_rebuilds_from_lines(tmp_path):
+    cases = all_cases()
+    with Store(tmp_path, VANTAGE) as moscow, Store(tmp_path, "berlin") as berlin:
+        moscow.append(cases["clean"], "r1")
+        berlin.append(cases["throttled"], "b1")
+        before = moscow.latest("r1") + moscow.latest("b1")
+    (tmp_path / "index.sqlite").unlink()
+    for extra in ("index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / extra).unlink(missing_ok=True)
+    with Store(tmp_path, VANTAGE) as store:
+        assert store.runs() == []
+        assert store.reindex() == 2
+        after = store.latest("r1") + store.latest("b1")
+    assert [{k: v for k, v in r.items() if k != "id"} for r in after] == [
+        {k: v for k, v in r.items() if k != "id"} for r in before]

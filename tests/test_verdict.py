@@ -219,3 +219,11 @@ def test_never_blocked_when_control_is_down(probe, control):
                           control=control)
     if _control_shows_down(control):
         assert judge(m).verdict != "blocked"
+
+
+def test_control_sni_certificate_does_not_vouch_for_forged_address():
+    """The helper's valid handshake for another name at the forged address proves nothing."""
+    control = dataclasses.replace(F.clean_control(),
+                                  tls=(F.tls(), F.tls(F.FORGED, sni=F.CONTROL_SNI)))
+    forged = F.scenarios()["dns_forged"][0].probe
+    assert judge(F.measurement(forged, control)).rule == "dns.inconsistent"
