@@ -17,7 +17,9 @@ import yaml
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
-_KEYS = frozenset({"body_contains", "body_regex", "title_contains", "title_regex", "header", "status"})
+_KEYS = frozenset(
+    {"body_contains", "body_regex", "title_contains", "title_regex", "header", "status"}
+)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ SAMPLES: list[tuple[str, tuple[int, list[tuple[str, str]], str, str | None]]] = 
     ),
     ("ru_isp_redirect", (302, [("Location", "http://warning.rt.ru/?id=17")], "", None)),
     ("ru_isp_redirect", (307, [("location", "https://lawfilter.ertelecom.ru/")], "", None)),
+    ("ru_isp_redirect", (301, [("Location", "http://fz139.ttk.ru")], "", None)),
     (
         "generic_access_restricted",
         (403, [], "<p>Access to this resource is restricted by the authorities.</p>", "Blocked"),
@@ -41,9 +42,10 @@ SAMPLES: list[tuple[str, tuple[int, list[tuple[str, str]], str, str | None]]] = 
 ]
 
 NORMAL_PAGES: list[tuple[int, list[tuple[str, str]], str, str | None]] = [
-    (200, [("Content-Type", "text/html")], "<html><title>Example Domain</title>hello</html>", "Example Domain"),
+    (200, [("Content-Type", "text/html")], "<title>Example Domain</title>hi", "Example Domain"),
     (302, [("Location", "https://www.example.com/")], "", None),
     (302, [("Location", "https://example.com/warning.rt.ru")], "", None),  # name only in path
+    (302, [("Location", "https://warning.rt.ru.example.com/")], "", None),  # a longer name
     (200, [], "Наш сайт: новости и доступ к архиву ограничен временем работы", "Новости"),
     (200, [], "The rkn.gov.ru home page and reestr news", "Роскомнадзор"),
     (200, [("Location", "http://warning.rt.ru/")], "", None),  # not a redirect status

@@ -138,10 +138,8 @@ async def _fetch(
         got.status, got.final_url, got.charset = resp.status, str(resp.url), resp.charset
         got.headers = tuple(resp.headers.items())
         # A redirect to an ISP's stub page is itself the blockpage: check every hop.
-        got.blockpage = next(
-            (b for h in resp.history if (b := blockpages.match(h.status, h.headers.items(), "", None))),
-            None,
-        )
+        hops = (blockpages.match(h.status, h.headers.items(), "", None) for h in resp.history)
+        got.blockpage = next((b for b in hops if b), None)
         await _read_body(resp.content, settings.body_limit, got)
 
 

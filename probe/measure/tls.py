@@ -31,9 +31,7 @@ PEER_ANSWERED: frozenset[str] = frozenset(
     }
 )
 
-_CERT_FAILURES = frozenset(
-    {failures.SSL_INVALID_HOSTNAME, failures.SSL_UNKNOWN_AUTHORITY, failures.SSL_INVALID_CERTIFICATE}
-)
+_CERT_FAILURES = PEER_ANSWERED - {failures.SSL_FAILED_HANDSHAKE}  # the certificate was refused
 _MAX_ROUNDS = 256  # reads during one handshake; a real one needs a handful
 _READ_SIZE = 1 << 16
 _DER = 2  # _ssl.ENCODING_DER
