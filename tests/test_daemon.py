@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import shutil
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
-from promstack import measurement, sample_run
+import yaml
+from promstack import ROOT, measurement, sample_run
 
 from probe.daemon import Board, Daemon, Schedule, bound_port, serve, start_metrics_server
 from probe.model import Vantage
@@ -161,3 +166,60 @@ def test_listen_option_parsing() -> None:
     for bad in ("9464", "host:port", "h:70000"):
         with pytest.raises(ValueError):
             daemon_cli.parse_listen(bad)
+
+
+# --- deployment files: no Docker engine or systemd runs here, so check what can be checked ----
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+def test_dockerfile_is_sane() -> None:
+    steps = _dockerfile()
+    kinds = [k for k, _ in steps]
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert set(kinds) <= {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "VOLUME", "EXPOSE",
+                          "HEALTHCHECK", "ENTRYPOINT", "CMD", "ARG", "LABEL"}
+    assert ("RUN", "pip install . && rm -rf /src") in steps  # as the README installs it
+    user = kinds.index("USER")
+    assert steps[user][1] not in ("root", "0") and user < kinds.index("CMD")
+    assert "/metrics" in dict(steps)["HEALTHCHECK"] and ("EXPOSE", "9464") in steps
+    entry, cmd = json.loads(dict(steps)["ENTRYPOINT"]), json.loads(dict(steps)["CMD"])
+    assert entry == ["probe"] and cmd[0] == "daemon"
+    daemon_cli = pytest.importorskip("probe.daemon_cli", exc_type=ImportError)
+    params = daemon_cli.daemon.make_context("daemon", cmd[1:]).params  # a valid invocation
+    assert params["listen"] == ("0.0.0.0", 9464)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not {"probe", "pyproject.toml", "README.md", "targets"} & set(ignored)
+
+
+def test_compose_stack_parses_and_mounts_files_that_exist() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"prometheus", "alertmanager", "pushgateway", "grafana"} <= set(services)
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), (name, source)
+            else:
+                assert source in compose["volumes"], (name, source)
+    assert "--cluster.listen-address=" in services["alertmanager"]["command"]
+    assert services["grafana"]["image"].startswith("grafana/grafana:11.")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    for unit in (ROOT / "systemd").iterdir():  # the venv path does not exist here: use /bin/true
+        text = unit.read_text().replace("/opt/probe/.venv/bin/probe", "/bin/true")
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.iterdir())
+    assert [Path(u).name for u in units] == ["probe-daemon.service", "probe.service", "probe.timer"]
+    run = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
