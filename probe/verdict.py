@@ -124,8 +124,7 @@ def _verdict(rule: Rule, f: Facts) -> Verdict:
 
 
 def facts(m: TargetMeasurement, throttle: ThrottleEstimate | None = None) -> Facts:
-    sni = urlsplit(m.target.url).hostname if m.target.url else None
-    domain = (sni or m.target.domain).lower()
+    domain = (_host(m.target.url) or m.target.domain).lower()
     own_dns = tuple(d for d in m.probe.dns if d.resolver_kind not in CONTROL_DNS_KINDS)
     control_dns = m.control.dns + tuple(
         d for d in m.probe.dns if d.resolver_kind in CONTROL_DNS_KINDS
@@ -146,6 +145,13 @@ def facts(m: TargetMeasurement, throttle: ThrottleEstimate | None = None) -> Fac
     f = _tls_facts(f, target_tls, control_sni_tls)
     f = _http_facts(f, m.probe.http, m.control.http)
     return _control_facts(f, control_dns, m, helper_tls)
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a malformed URL: the target's domain names it
+        return None
 
 
 # --- DNS --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dataclasses
 
 import factories as F
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from probe import failures
@@ -17,6 +17,7 @@ from probe.model import (
     HttpResult,
     TargetMeasurement,
     TcpResult,
+    ThrottleEstimate,
     TlsResult,
 )
 from probe.verdict import PEER_ANSWERED, RULES, RULES_VERSION, judge
@@ -227,3 +228,15 @@ def test_control_sni_certificate_does_not_vouch_for_forged_address():
                                   tls=(F.tls(), F.tls(F.FORGED, sni=F.CONTROL_SNI)))
     forged = F.scenarios()["dns_forged"][0].probe
     assert judge(F.measurement(forged, control)).rule == "dns.inconsistent"
+
+
+@settings(max_examples=300, deadline=None)
+@given(probe=st.from_type(Evidence), control=st.from_type(Evidence),
+       throttle=st.none() | st.from_type(ThrottleEstimate), url=st.text(max_size=30))
+@example(probe=Evidence(), control=Evidence(), throttle=None, url="http://[")
+def test_judge_never_raises_on_wild_evidence(probe, control, throttle, url):
+    """Any strings anywhere (bad addresses, unknown failures, odd URLs): a verdict, no exception."""
+    target = dataclasses.replace(F.target(), url=url)
+    m = TargetMeasurement(target=target, start_time=0.0, runtime=0.0, probe=probe,
+                          control=control)
+    assert judge(m, throttle).verdict in VERDICTS
