@@ -15,6 +15,10 @@ steady rate is measured after skipping the first `STEADY_SKIP_S` (1 s) of the tr
 the first `STEADY_SKIP_FRACTION` (30 %) of its duration when the transfer is shorter than
 ~3.3 s. Rates are counted from the first response byte, so the RTT of the request is excluded.
 
+Granularity: bytes are counted when TLS records are decrypted, up to 16 KiB at a time, so at
+140 kbit/s a record lands about every 0.9 s and most 100 ms intervals read 0 bytes; the steady
+rate over the whole window is accurate, short-interval rates are not (see probe.throttle).
+
 Speed: reads go through an asyncio BufferedProtocol into one reused 256 KiB buffer; per read
 the only Python work is an addition and a comparison, which keeps us accurate to 1 Gbit/s.
 """
