@@ -42,6 +42,13 @@ def sni_match(pattern: str) -> list[str]:
     return ["-m", "string", "--algo", "bm", "--hex-string", f"|00{len(pattern):04x}|{pattern}"]
 
 
+def sni_matches(pattern: str, name: str) -> bool:
+    """What the string match of `sni_match(pattern)` catches, judged on the SNI alone."""
+    if pattern.startswith("*"):
+        return pattern.strip("*") in name
+    return name == pattern
+
+
 def _ipt(*args: str) -> list[str]:
     return ["iptables", "-w", "5", *args]
 

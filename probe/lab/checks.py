@@ -50,19 +50,13 @@ def resolve(name: str, server: str | None, linger: float = 1.0) -> dict[str, Any
     return {"name": name, **first, "answers": answers}
 
 
-def _connect(host: str, port: int, sni: str | None, ca: str | None,
-             timeout: float) -> tuple[socket.socket, dict[str, Any]]:
-    result: dict[str, Any] = {"address": host, "port": port, "sni": sni}
-    sock = socket.create_connection((host, port), timeout=timeout)
-    if sni is not None:
-        context = ssl.create_default_context(cafile=ca)
-        try:
-            sock = context.wrap_socket(sock, server_hostname=sni)
-        except BaseException:
-            sock.close()
-            raise
-        result["tls_version"] = sock.version()
-    return sock, result
+def _wrap(sock: socket.socket, sni: str, ca: str | None) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=ca)
+    try:
+        return context.wrap_socket(sock, server_hostname=sni)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def get(url: str, ca: str | None, timeout: float, address: str | None = None,
@@ -71,13 +65,15 @@ def get(url: str, ca: str | None, timeout: float, address: str | None = None,
     parts = urlsplit(url)
     host = parts.hostname or ""
     tls = parts.scheme == "https"
-    operation, result = "connect", {"url": url}
+    operation, result = "resolve", {"url": url}
     try:
         target = address or socket.gethostbyname(host)
-        operation = "tls_handshake" if tls else "connect"
-        sock, info = _connect(target, parts.port or (443 if tls else 80),
-                              (sni or host) if tls else None, ca, timeout)
-        result.update(info)
+        operation, result["address"] = "connect", target
+        sock = socket.create_connection((target, parts.port or (443 if tls else 80)), timeout)
+        if tls:
+            operation = "tls_handshake"
+            sock = _wrap(sock, sni or host, ca)
+            result.update(sni=sni or host, tls_version=sock.version())
         operation = "http_round_trip"
         with sock:
             sock.sendall(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\n"
@@ -102,7 +98,9 @@ def rate(url: str, ca: str | None, seconds: float, sni: str | None = None) -> di
     (so that a policer's initial burst does not count)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    sock, info = _connect(socket.gethostbyname(host), parts.port or 443, sni or host, ca, 10)
+    address = socket.gethostbyname(host)
+    sock = _wrap(socket.create_connection((address, parts.port or 443), 10), sni or host, ca)
+    info = {"address": address, "sni": sni or host}
     with sock:
         sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {host}\r\n"
                      "Connection: close\r\n\r\n".encode())
