@@ -162,9 +162,8 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
     probe_addrs = frozenset(a for d in own for a in d.addresses)
     control_addrs = frozenset(a for d in control for a in d.addresses)
     # addresses the helper itself reached with a valid certificate are the real ones too
-    control_addrs |= {t.address for t in m.control.tls
-                      if _tls_valid(t) and (t.sni or "").lower() == f.domain}
-    proven = {t.address for t in m.probe.tls if _tls_valid(t) and (t.sni or "").lower() == f.domain}
+    control_addrs |= {t.address for t in m.control.tls if _proves(t, f.domain)}
+    proven = {t.address for t in m.probe.tls if _proves(t, f.domain)}
     proven |= {h.address for h in m.probe.http if _http_ok(h) and h.address
                and h.url.startswith("https:")}
     consistent = bool(probe_addrs & control_addrs) or bool(probe_addrs & proven)
@@ -180,6 +179,11 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
         injected=any(_injected(d) for d in own),
         bogons=tuple(sorted(a for a in probe_addrs if _bogon(a) and a not in control_addrs)),
     )
+
+
+def _proves(t: TlsResult, domain: str) -> bool:
+    """A handshake naming the target, whose certificate was checked and valid for it."""
+    return t.failure is None and t.cert_valid_for_name is True and (t.sni or "").lower() == domain
 
 
 def _nxdomain(d: DnsResult) -> bool:
