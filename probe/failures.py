@@ -117,6 +117,16 @@ def _dns(exc: dns.exception.DNSException) -> str:
     return DNS_MISBEHAVING
 
 
+def _payload(exc: aiohttp.ClientPayloadError) -> str | None:
+    """aiohttp keeps a mid-body reset only in the message text of ClientPayloadError."""
+    text = str(exc)
+    if "ConnectionResetError" in text or "Connection reset" in text:
+        return CONNECTION_RESET
+    if "ContentLength" in text or "TransferEncoding" in text or "not complete" in text:
+        return EOF
+    return None
+
+
 def _aiohttp(exc: aiohttp.ClientError) -> str | None:
     """aiohttp wraps the real cause; unwrap what it keeps, name what it does not."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -130,7 +140,9 @@ def _aiohttp(exc: aiohttp.ClientError) -> str | None:
         return TIMEOUT
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return EOF
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _payload(exc)
+    if isinstance(exc, aiohttp.ClientResponseError):
         return None  # look at the cause, else it is a broken response
     if isinstance(exc, aiohttp.ClientOSError):
         return _ERRNO.get(exc.errno or -1)  # aiohttp re-raises resets as ClientOSError(*args)

@@ -98,10 +98,6 @@ async def test_reset_in_mid_body_fails_the_read(pki: ts.Pki, app: ts.WebServer) 
     assert r.timings.first_byte is not None and r.timings.transfer is None
 
 
-@pytest.mark.xfail(
-    reason="aiohttp keeps the ConnectionResetError only in ClientPayloadError's message; "
-    "failures.classify maps it to http_invalid_response (fix belongs in failures.py)",
-)
 async def test_reset_in_mid_body_is_connection_reset(pki: ts.Pki, app: ts.WebServer) -> None:
     r = await http.measure(pinned(app, "/reset"), settings(pki))
     assert (r.failure, r.operation) == (failures.CONNECTION_RESET, failures.READ)
