@@ -50,6 +50,20 @@ def resolve(name: str, server: str | None, linger: float = 1.0) -> dict[str, Any
     return {"name": name, **first, "answers": answers}
 
 
+def resolve_secure(name: str, server: str, transport: str, ca: str | None) -> dict[str, Any]:
+    """One A query over DoT (tls) or DoH (https) to `server`, verified against `ca`."""
+    import dns.query
+
+    query = dns.message.make_query(name, "A")
+    if transport == "tls":
+        context = ssl.create_default_context(cafile=ca)
+        reply = dns.query.tls(query, server, timeout=5, ssl_context=context, server_hostname=server)
+    else:
+        reply = dns.query.https(query, f"https://{server}/dns-query", timeout=5, verify=ca or True)
+    addresses = [r.address for rrset in reply.answer for r in rrset if r.rdtype == 1]
+    return {"name": name, "rcode": dns.rcode.to_text(reply.rcode()), "addresses": addresses}
+
+
 def _wrap(sock: socket.socket, sni: str, ca: str | None) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=ca)
     try:
@@ -128,9 +142,12 @@ def main() -> None:
     parser.add_argument("--server")
     parser.add_argument("--ca")
     parser.add_argument("--sni")
+    parser.add_argument("--transport", choices=["udp", "tls", "https"], default="udp")
     parser.add_argument("--timeout", type=float, default=4.0)
     args = parser.parse_args()
-    if args.check == "resolve":
+    if args.check == "resolve" and args.transport != "udp":
+        out = resolve_secure(args.target, args.server, args.transport, args.ca)
+    elif args.check == "resolve":
         out = resolve(args.target, args.server)
     elif args.check == "rate":
         out = rate(args.target, args.ca, args.timeout, args.sni)

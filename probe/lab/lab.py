@@ -7,6 +7,7 @@ namespaces by their prefix, processes by the PIDs in `state.json` and by `ip net
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,6 +64,10 @@ class Lab:
             out = topology.run(["ip", "netns", "pids", ns], check=False)
             pids += [int(p) for p in out.split()]
         _terminate(pids, grace=3.0)
+        for process in getattr(self, "_processes", {}).values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=1)  # reap; killed above
+        self._processes = {}
         topology.destroy(self.names.prefix)
         for ns in self.names.all:
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
@@ -202,7 +207,6 @@ def _terminate(pids: list[int], grace: float) -> None:
         while alive and time.monotonic() < end:
             alive = {pid for pid in alive if _alive(pid)}
             time.sleep(0.05)
-    return None
 
 
 def _ours(pid: int) -> bool:
@@ -213,17 +217,7 @@ def _ours(pid: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own children
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie that is not ours still counts as gone.
+    """Running, not a zombie (zombies of our own children are reaped by down())."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):

@@ -17,11 +17,10 @@ def test_clean_everything_answers(lab_factory, check) -> None:
     for name in ("www.example.com", "twitter.com", "navalny.com"):
         got = check(lab, "https", name)
         assert got.get("status") == 200 and name in got["body"], got
-    for resolver in ("udp", "tls", "https"):  # the trusted resolver on all three transports
-        url = next(u for u in lab.state()["control_resolvers"] if u.startswith(resolver))
-        assert url.startswith(resolver)
-    assert check(lab, "resolve", "navalny.com", "--server", t.TRUSTED_RESOLVER)["addresses"] \
-        == [t.ORIGINS["navalny.com"]]
+    for transport in ("udp", "tls", "https"):  # the trusted resolver on all three transports
+        got = check(lab, "resolve", "navalny.com", "--server", t.TRUSTED_RESOLVER,
+                    "--transport", transport)
+        assert got["addresses"] == [t.ORIGINS["navalny.com"]], (transport, got)
 
 
 def test_dns_nxdomain_from_the_isp_resolver_only(lab_factory, check) -> None:
@@ -113,6 +112,16 @@ def test_congested_link_slows_everyone(lab_factory, check) -> None:
     lab = lab_factory("congested_link")
     got = check(lab, "rate", f"https://www.example.com{BIG}", "--timeout", "2")
     assert 1_000_000 < got["bps"] < 2_500_000, got
+
+
+def test_random_loss_drops_packets_of_every_flow(lab_factory, check) -> None:
+    lab = lab_factory("random_loss")
+    got = check(lab, "rate", f"https://www.example.com{BIG}", "--timeout", "3")
+    assert got["bytes"] > 1 << 20, got  # TCP recovers from random loss
+    counters = lab.exec(["iptables", "-w", "5", "-L", "FORWARD", "-v", "-x", "-n"],
+                        ns=lab.names.censor).stdout
+    dropped = next(int(line.split()[0]) for line in counters.splitlines() if "statistic" in line)
+    assert dropped > 0, counters
 
 
 def test_slow_origin_is_slow_for_every_sni(lab_factory, check) -> None:
