@@ -49,12 +49,14 @@ def _progress(total: int, enabled: bool) -> Progress:
 def _measure(targets: list[Target], options: dict[str, Any], as_json: bool,
              concurrency: int) -> list[TargetMeasurement]:
     """Runs the targets, storing each as it completes (a killed run keeps what it finished)."""
+    from probe.ooni import new_report_id
     from probe.report import json_line
     from probe.runner import run_targets
-    from probe.store import Store
+    from probe.store import Store, local_addresses
 
-    store = Store(options["out_dir"], vantage_from(options))
-    report_id = store.new_report_id()
+    vantage = vantage_from(options)
+    store = Store(options["out_dir"], vantage, scrub_addresses=local_addresses())
+    report_id = new_report_id(vantage)
     plan = plan_from(options, concurrency)
     with _progress(len(targets), sys.stderr.isatty()) as progress:
         task = progress.add_task("", total=len(targets))
@@ -65,7 +67,7 @@ def _measure(targets: list[Target], options: dict[str, Any], as_json: bool,
                 click.echo(json_line(record))
             progress.update(task, advance=1, description=m.target.domain)
 
-        return asyncio.run(run_targets(targets, plan, on_result, client_ips=store.scrub_ips))
+        return asyncio.run(run_targets(targets, plan, on_result, client_ips=store.scrub_addresses))
 
 
 @main.command()
@@ -125,7 +127,7 @@ def results(out_dir: Path, limit: int, report_id: str | None) -> None:
     from probe.report import latest_table, runs_table
     from probe.store import Store
 
-    store = Store(out_dir)
+    store = Store(out_dir, vantage="")
     console = Console()
     console.print(runs_table(store.runs(limit)))
     console.print(latest_table(store.latest(report_id)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -59,12 +60,16 @@ def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
 
 
 def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """Store.runs() rows: one line per run with its counts by verdict."""
     table = Table(title="Runs")
-    columns = ("report_id", "start", "targets", "accessible", "blocked", "throttled", "other")
-    for column in columns:
+    verdicts = ("accessible", "blocked", "throttled", "degraded", "down", "inconclusive")
+    for column in ("report_id", "vantage", "start (UTC)", "targets", *verdicts):
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
+        counts = row.get("counts", {})
+        start = datetime.fromtimestamp(row["start_time"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(row["report_id"], row.get("vantage") or "", start, str(row["targets"]),
+                      *(str(counts.get(v, 0)) for v in verdicts))
     return table
 
 

@@ -195,6 +195,17 @@ def _target(path: Path, node: yaml.Node, defaults: dict[str, str],
         raise TargetFileError(path, lines.get(exc.key, _line(node)), exc.message) from exc
 
 
+def make_target(domain: str, url: str | None = None, control: str | None = None,
+                source: str = "command line") -> Target:
+    """One target from loose values (e.g. `probe check`); ValueError names the bad field."""
+    fields = {"domain": domain} | ({"url": url} if url else {}) | (
+        {"control": control} if control else {})
+    try:
+        return _build(fields, source)
+    except _FieldError as exc:
+        raise ValueError(f"{exc.key}: {exc.message}") from None
+
+
 class _FieldError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
