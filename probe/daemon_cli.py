@@ -53,19 +53,20 @@ def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 def daemon(target_files: tuple[Path, ...], interval: float, jitter: float, run_timeout: float,
            concurrency: int, listen: tuple[str, int], **options: Any) -> None:
     """Measure on an interval and serve Prometheus metrics (stops on SIGTERM)."""
+    from probe.ooni import new_report_id
     from probe.runner import run_targets
-    from probe.store import Store
+    from probe.store import Store, local_addresses
 
     targets = load_targets_or_exit(target_files)
     plan = plan_from(options, concurrency)
     vantage = vantage_from(options)
-    store = Store(options["out_dir"], vantage)
+    store = Store(options["out_dir"], vantage, scrub_addresses=local_addresses())
 
     async def runner(batch: Sequence[Target], on_result: OnResult) -> list[TargetMeasurement]:
-        return await run_targets(batch, plan, on_result, client_ips=store.scrub_ips)
+        return await run_targets(batch, plan, on_result, client_ips=store.scrub_addresses)
 
     def open_sink() -> OnResult:
-        report_id = store.new_report_id()
+        report_id = new_report_id(vantage)
         return lambda m: store.append(m, report_id)
 
     schedule = Schedule(interval=interval, jitter=jitter, run_timeout=run_timeout)

@@ -175,3 +175,91 @@ async def test_shipped_inhibition_mutes_a_silent_vantage_points_alerts(
         assert states == {("CensorprobeVantageSilent", "lab-1"): "active",
                           ("CensorprobeThrottlingDetected", "lab-1"): "suppressed",
                           ("CensorprobeThrottlingDetected", "lab-2"): "active"}
+
+
+# --- the full version: a real `probe daemon` inside the censorship lab ---------------------------
+
+LAB_PREFIX = "plabg"
+MON_HOST, MON_LAB = "10.78.0.1", "10.78.0.2"  # our own veth into the lab's client namespace
+
+
+def _lab_missing() -> str | None:
+    import importlib.util
+    import os
+
+    if os.geteuid() != 0:
+        return "the lab needs root (CAP_NET_ADMIN)"
+    for module in ("probe.lab.lab", "probe.lab.cli", "probe.server.cli", "probe.runner"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} does not exist yet"
+        except ImportError as exc:
+            return f"{module}: {exc}"
+    return None
+
+
+def _ip(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.mark.lab
+async def test_lab_throttle_twimg_alert_from_a_real_daemon(tmp_path: Path, webhook: Webhook) -> None:
+    import os
+    import subprocess
+    import sys
+
+    if reason := _lab_missing():
+        pytest.skip(reason)
+    from probe.lab import scenarios
+    from probe.lab.lab import Lab
+
+    lab = Lab(prefix=LAB_PREFIX, state_root=tmp_path / "lab")
+    daemon = None
+    try:
+        state = lab.up(scenarios.load("throttle_twimg"), helper=True)
+        client = lab.names.client
+        # a link of our own from the host to the client namespace, only for the scrape
+        _ip("link", "add", f"{LAB_PREFIX}-mon", "type", "veth", "peer", "name", f"{LAB_PREFIX}-mon1")
+        _ip("link", "set", f"{LAB_PREFIX}-mon1", "netns", client)
+        _ip("addr", "add", f"{MON_HOST}/30", "dev", f"{LAB_PREFIX}-mon")
+        _ip("link", "set", f"{LAB_PREFIX}-mon", "up")
+        _ip("-n", client, "addr", "add", f"{MON_LAB}/30", "dev", f"{LAB_PREFIX}-mon1")
+        _ip("-n", client, "link", "set", f"{LAB_PREFIX}-mon1", "up")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        daemon = subprocess.Popen(
+            ["ip", "netns", "exec", client, sys.executable, "-c",
+             "from probe.daemon_cli import daemon; daemon()",
+             "--targets", state["targets_file"], "--ca-file", state["ca_file"],
+             "--control-resolver", state["control_resolver"], "--helper", state["helper_url"],
+             "--vantage", "lab", "--probe-asn", "AS65001", "--probe-cc", "RU",
+             "--out", str(tmp_path / "results"), "--interval", "10", "--jitter", "0",
+             "--listen", f"{MON_LAB}:9464"],
+            env=env, stdout=open(tmp_path / "daemon.log", "wb"),  # noqa: SIM115 (lives with it)
+            stderr=subprocess.STDOUT)
+        with alertmanager(tmp_path, am_config(webhook.url)) as am, prometheus(
+            tmp_path, [{"job_name": "censorprobe", "static_configs": [
+                {"targets": [f"{MON_LAB}:9464"]}]}], [fast_rules(tmp_path)], alertmanager=am.base
+        ) as prom:
+            try:
+                await asyncio.wait_for(webhook.arrived.wait(), 180)
+            except TimeoutError:
+                verdicts = prom.query("censorprobe_target_verdict == 1")
+                log = (tmp_path / "daemon.log").read_text()[-3000:]
+                pytest.fail(f"no alert in 180 s; verdicts {verdicts}; daemon log:\n{log}")
+            firing = webhook.firing()
+            assert {a["alertname"] for a in firing} == {"CensorprobeThrottlingDetected"}, firing
+            assert {a["target"] for a in firing} <= {"abs.twimg.com", "pbs.twimg.com",
+                                                     "video.twimg.com"}
+            quiet = prom.query('censorprobe_target_verdict{target=~"twitter.com|www.example.com",'
+                               'verdict="throttled"} == 1')
+            assert quiet == []
+        daemon.send_signal(15)
+        assert daemon.wait(30) == 0  # SIGTERM: a clean stop
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+        subprocess.run(["ip", "link", "del", f"{LAB_PREFIX}-mon"], capture_output=True)
+        lab.down()
