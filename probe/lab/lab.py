@@ -21,7 +21,7 @@ from typing import Any
 from probe.lab import censor, topology
 from probe.lab import topology as t
 from probe.lab.ca import LabCA
-from probe.lab.scenarios import Scenario, targets_csv
+from probe.lab.scenarios import Scenario, targets_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_ROOT = Path(os.environ.get("PROBE_LAB_STATE", "/run/probe-lab"))
@@ -83,7 +83,7 @@ class Lab:
              ns: str | None = None) -> subprocess.CompletedProcess[str]:
         """Runs a command in the client namespace (or `ns`), Python from this environment."""
         return subprocess.run(["ip", "netns", "exec", ns or self.names.client, *cmd],
-                              capture_output=True, text=True, timeout=timeout, env=_env(),
+                              capture_output=True, text=True, timeout=timeout, env=lab_env(),
                               cwd=REPO)
 
     # --- building ------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class Lab:
         pki = LabCA(self.dir / "pki")
         certs = {name: [str(p) for p in pki.issue(name, address)]
                  for name, address in t.ZONE.items()}
-        state.update(ca_file=str(pki.ca_file), targets_file=str(self.dir / "targets.csv"),
+        state.update(ca_file=str(pki.ca_file), targets_file=str(self.dir / "targets.yaml"),
                      control_resolver=f"tls://{t.TRUSTED_RESOLVER}:853",
                      control_resolvers=[f"udp://{t.TRUSTED_RESOLVER}:53",
                                         f"tls://{t.TRUSTED_RESOLVER}:853",
@@ -107,7 +107,7 @@ class Lab:
         resolv = Path("/etc/netns") / self.names.client
         resolv.mkdir(parents=True, exist_ok=True)
         (resolv / "resolv.conf").write_text(f"nameserver {plan.client_resolver}\n")
-        Path(state["targets_file"]).write_text(targets_csv(scenario))
+        Path(state["targets_file"]).write_text(targets_yaml(scenario))
         self._start_servers(plan, certs, state)
         if plan.injector is not None:
             self._spawn(state, "injector", self.names.censor, ["-m", "probe.lab.injector",
@@ -137,7 +137,7 @@ class Lab:
         self._spawn(state, "helper", self.names.net, [
             "-m", "probe", "serve", "--host", t.HELPER_IP, "--port", "443", "--cert", cert[0],
             "--key", cert[1], "--ca-file", str(ca_file),
-            "--resolver", f"udp://{t.TRUSTED_RESOLVER}:53"])
+            "--resolver", f"udp://{t.TRUSTED_RESOLVER}:53", "--allow-private-addresses"])
         script = f"exec 3<>/dev/tcp/{t.HELPER_IP}/443"
         while time.monotonic() < deadline:
             if self.exec(["bash", "-c", script], timeout=5, ns=self.names.net).returncode == 0:
@@ -162,7 +162,7 @@ class Lab:
         with open(logs / f"{name}.log", "wb") as log:
             process = subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, *args], stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=_env(),
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=lab_env(),
                 start_new_session=True)
         self._processes = {**getattr(self, "_processes", {}), name: process}
         state["pids"][name] = process.pid
@@ -189,7 +189,7 @@ class Lab:
         self.state_file.write_text(json.dumps(state, indent=1))
 
 
-def _env() -> dict[str, str]:
+def lab_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
 

@@ -14,8 +14,6 @@ the verdicts the probe is expected to reach.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +96,23 @@ def all_scenarios() -> list[Scenario]:
     return [load(n) for n in names()]
 
 
-def targets_csv(scenario: Scenario) -> str:
-    """The scenario's targets as a Citizen Lab test list, the probe's `--targets` input."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["url", "category_code", "category_description", "date_added", "source",
-                     "notes"])
+CONTROL = "www.example.com"
+
+
+def targets_yaml(scenario: Scenario) -> str:
+    """The scenario's targets as a probe target list (YAML), the probe's `--targets` input.
+
+    Each HTTPS target names its origin's large object as throughput URL, and a control domain
+    the scenario leaves alone, so throttling can be judged directly and by SNI swap.
+    """
+    entries = []
     for target in scenario.targets:
-        writer.writerow([target.url, "MISC", "", "", "probe-lab", scenario.name])
-    return out.getvalue()
+        entry = {"domain": target.domain, "url": target.url,
+                 "control": "example.org" if target.domain == CONTROL else CONTROL}
+        throughput = target.throughput_url or f"https://{target.domain}/media/big.bin"
+        if target.url.startswith("https://"):
+            entry["throughput_url"] = throughput
+        entries.append(entry)
+    document = {"description": f"probe-lab scenario {scenario.name}", "category": "MISC",
+                "targets": entries}
+    return yaml.safe_dump(document, sort_keys=False)

@@ -14,6 +14,8 @@ def test_every_scenario_file_loads_and_names_lab_targets() -> None:
     assert len(loaded) >= 15
     for scenario in loaded:
         assert scenario.targets, scenario.name
+        domains = [target.domain for target in scenario.targets]
+        assert len(set(domains)) == len(domains), f"{scenario.name}: the probe keeps one per domain"
         for target in scenario.targets:
             assert target.domain in topology.ORIGINS, (scenario.name, target.url)
             assert set(target.verdicts) <= VERDICTS, (scenario.name, target.verdicts)
@@ -78,8 +80,14 @@ def test_expectation_checks_blocking_only_when_blocked() -> None:
     assert not target.met_by("accessible", None)
 
 
-def test_targets_file_is_a_citizen_lab_list() -> None:
-    text = scenarios.targets_csv(scenarios.load("http_blockpage"))
-    lines = text.splitlines()
-    assert lines[0] == "url,category_code,category_description,date_added,source,notes"
-    assert lines[1].startswith("http://navalny.com/,")
+def test_targets_file_loads_with_the_probes_own_loader(tmp_path) -> None:
+    from probe.targets import load_targets
+
+    for scenario in scenarios.all_scenarios():
+        path = tmp_path / f"{scenario.name}.yaml"
+        path.write_text(scenarios.targets_yaml(scenario))
+        loaded = load_targets([path])
+        assert [t.url for t in loaded] == [e.url for e in scenario.targets], scenario.name
+        for target in loaded:
+            assert target.control_domain and not censor.sni_matches("*t.co*",
+                                                                    target.control_domain)
