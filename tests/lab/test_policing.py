@@ -5,6 +5,7 @@ probe.abtest.sni_swap. A veth pair joins them. The censor sits on the client's s
 middlebox does: in cli's OUTPUT path a string match on the ClientHello (first packets only)
 CONNMARKs the flow; in its INPUT path a hashlimit per flow (src/dst address and port) drops
 marked packets above 140 kbit/s after a 20 kB burst: policing, not queueing (REFERENCES.md).
+The server's egress is an htb class of 50 Mbit/s.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def lab(tmp_path):
         for ns, dev, ip in ((SRV, "v0", SRV_IP), (CLI, "v1", CLI_IP)):
             _run("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
             _run("ip", "link", "set", dev, "up", ns=ns)
+        # a 50 Mbit/s link, as a real access line: unshaped veth flows of 128 KiB last ~0.3 ms
+        # and their rates are scheduler noise
+        _run("tc", "qdisc", "add", "dev", "v0", "root", "handle", "1:", "htb", "default", "10",
+             ns=SRV)
+        _run("tc", "class", "add", "dev", "v0", "parent", "1:", "classid", "1:10", "htb",
+             "rate", "50mbit", ns=SRV)
         _police(CLI, "twimg.com")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         server = subprocess.Popen(["ip", "netns", "exec", SRV, sys.executable, "-c", SERVER,
