@@ -72,6 +72,9 @@ class Lab:
         for ns in self.names.all:
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        for folder in (Path("/etc/netns"), self.dir.parent):  # only when left empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def state(self) -> dict[str, Any]:
         try:

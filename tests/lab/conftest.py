@@ -41,12 +41,12 @@ def lab_capable() -> None:
 
 
 @pytest.fixture
-def lab_factory(lab_capable: None, tmp_path: Path) -> Iterator[Callable[[str], Lab]]:
+def lab_factory(lab_capable: None, tmp_path: Path) -> Iterator[Callable[[str | scenarios.Scenario], Lab]]:
     """`build("tls_rst")` -> a Lab with that scenario up; torn down whatever happens."""
     lab = Lab(prefix=PREFIX, state_root=tmp_path / "state")
 
-    def build(name: str) -> Lab:
-        lab.up(scenarios.load(name), helper=False)
+    def build(name: str | scenarios.Scenario) -> Lab:
+        lab.up(scenarios.load(name) if isinstance(name, str) else name, helper=False)
         return lab
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from probe.lab import scenarios
 from probe.lab import topology as t
 from probe.lab.servers import BLOCKPAGE_MARK
 
@@ -129,3 +130,15 @@ def test_slow_origin_is_slow_for_every_sni(lab_factory, check) -> None:
     for sni in ("pbs.twimg.com", "www.example.com"):
         got = check(lab, "rate", f"https://pbs.twimg.com{BIG}", "--sni", sni, "--timeout", "2")
         assert 200_000 < got["bps"] < 500_000, got
+
+
+def test_shape_queues_matched_flows_in_a_slow_htb_class(lab_factory, check) -> None:
+    shaped = scenarios.parse({
+        "name": "shape_twimg", "description": "shaping instead of policing",
+        "rules": [{"action": "shape", "sni": ["*.twimg.com"], "rate_bps": 800_000}],
+        "targets": [{"domain": "abs.twimg.com", "expect": "throttled"}]})
+    lab = lab_factory(shaped)
+    slow = check(lab, "rate", f"https://abs.twimg.com{BIG}", "--timeout", "3")
+    assert 500_000 < slow["bps"] < 1_000_000, slow  # queued, so close to the class rate
+    fast = check(lab, "rate", f"https://twitter.com{BIG}", "--timeout", "3")
+    assert fast["bps"] > 10_000_000, fast
