@@ -2,14 +2,16 @@
 
 Order, and why:
 1. down.*        the control failed too (and the probe did not get through): never "blocked".
-2. http.blockpage  a censor's page is the most direct evidence there is.
-3. dns.*         a wrong answer explains every later failure, so DNS is judged before TCP/TLS.
-4. tcp.*         a failed connect explains the TLS and HTTP failures after it.
-5. tls.*         certificates (MITM), then handshakes broken for the target SNI only.
-6. throttle.*    reachable but slow: the throughput estimate decides.
-7. http.*        the fetch failed or differs while the helper's worked.
-8. accessible.*  the probe reached the service and DNS is not contradicted.
-9. inconclusive.*  everything else (failures with nothing to compare them with).
+2. dns.blockpage  a blockpage reached through a DNS answer the control does not give: the lie
+                 is in DNS (as OONI judges it), the page is its consequence.
+3. http.blockpage  a censor's page is the most direct evidence there is.
+4. dns.*         a wrong answer explains every later failure, so DNS is judged before TCP/TLS.
+5. tcp.*         a failed connect explains the TLS and HTTP failures after it.
+6. tls.*         certificates (MITM), then handshakes broken for the target SNI only.
+7. throttle.*    reachable but slow: the throughput estimate decides.
+8. http.*        the fetch failed or differs while the helper's worked.
+9. accessible.*  the probe reached the service and DNS is not contradicted.
+10. inconclusive.*  everything else (failures with nothing to compare them with).
 
 Every rule with a `blocking` also requires that no control failed (`Facts.control_down`): a
 target that is down everywhere is never called blocked. Bump RULES_VERSION when a rule changes.
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from probe.verdict import Facts
 
-RULES_VERSION = "2024.1"
+RULES_VERSION = "2026.1"
 
 VERDICTS = frozenset({"accessible", "blocked", "throttled", "degraded", "down", "inconclusive"})
 BLOCKINGS = frozenset({"dns", "tcp", "tls", "http"})
@@ -89,6 +91,13 @@ RULES: tuple[Rule, ...] = (
     _down("tcp", "could not connect to"),
     _down("tls", "could not complete a TLS handshake with"),
     _down("http", "could not fetch"),
+    Rule(
+        "dns.blockpage", "blocked", "dns",
+        "A blockpage served from an address the control's DNS does not give.",
+        lambda f: f.blockpage is not None and f.dns_compared and not f.dns_consistent,
+        "The probe's resolver sent {f.domain} to a blockpage host ({f.blockpage}).",
+        lambda f: f.probe_dns_failure,
+    ),
     Rule(
         "http.blockpage", "blocked", "http", "The response matches a known blockpage.",
         lambda f: f.blockpage is not None,

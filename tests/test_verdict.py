@@ -222,6 +222,25 @@ def test_never_blocked_when_control_is_down(probe, control):
         assert judge(m).verdict != "blocked"
 
 
+def test_blockpage_behind_a_forged_dns_answer_is_dns_blocking():
+    """The lab's dns_forged_blockpage: plain HTTP, the ISP resolver points at its blockpage host."""
+    url = f"http://{F.DOMAIN}/"
+    probe = Evidence(dns=(F.dns((F.FORGED,)), F.dns(kind="udp")), tcp=(F.tcp(F.FORGED, port=80),),
+                     http=(F.http(url=url, blockpage="lab", address=F.FORGED),))
+    control = Evidence(dns=(F.dns(kind="helper"),), tcp=(F.tcp(port=80),), http=(F.http(url=url),))
+    result = judge(F.measurement(probe, control, tgt=F.target(url=url)))
+    assert (result.verdict, result.blocking, result.rule) == ("blocked", "dns", "dns.blockpage")
+
+
+def test_transparent_blockpage_with_consistent_dns_is_http_blocking():
+    url = f"http://{F.DOMAIN}/"
+    probe = Evidence(dns=(F.dns(), F.dns(kind="udp")), tcp=(F.tcp(port=80),),
+                     http=(F.http(url=url, blockpage="lab"),))
+    control = Evidence(dns=(F.dns(kind="helper"),), tcp=(F.tcp(port=80),), http=(F.http(url=url),))
+    result = judge(F.measurement(probe, control, tgt=F.target(url=url)))
+    assert (result.verdict, result.blocking, result.rule) == ("blocked", "http", "http.blockpage")
+
+
 def test_control_sni_certificate_does_not_vouch_for_forged_address():
     """The helper's valid handshake for another name at the forged address proves nothing."""
     control = dataclasses.replace(F.clean_control(),
