@@ -103,7 +103,9 @@ class Pair:
                  "htb", "rate", rate)
 
     def police(self, pattern: str, rate_bps: int = 140_000, burst: int = 20_000) -> None:
-        """Mark flows whose first packets carry `pattern`; drop their packets above the rate."""
+        """Mark flows whose first packets carry `pattern`; drop their packets above the rate.
+        (hashlimit wants a burst of at least one second at the rate.)"""
+        burst = max(burst, rate_bps // 8)
         self.run(self.cli, "iptables", "-w", "5", "-A", "OUTPUT", "-p", "tcp", "--dport", "443",
                  "-m", "connbytes", "--connbytes", "0:8", "--connbytes-dir", "original",
                  "--connbytes-mode", "packets", "-m", "string", "--algo", "bm", "--string",
@@ -111,7 +113,7 @@ class Pair:
         self.run(self.cli, "iptables", "-w", "5", "-A", "INPUT", "-m", "connmark", "--mark", "7",
                  "-m", "hashlimit", "--hashlimit-above", f"{rate_bps // 8}b/s",
                  "--hashlimit-burst", f"{burst}b", "--hashlimit-mode",
-                 "srcip,srcport,dstip,dstport", "--hashlimit-name", "pfbench", "-j", "DROP")
+                 "srcip,srcport,dstip,dstport", "--hashlimit-name", f"pf{rate_bps}", "-j", "DROP")
 
     def python(self, script: str, *args: str, timeout: float = 600) -> list[dict]:
         """Runs a Python script in the client namespace; its stdout is JSON lines."""
