@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,23 @@ from probe.lab.lab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize("name", ["tls_rst", "dns_nxdomain", "throttle_twimg"])
+@pytest.mark.parametrize("name", ["tls_rst"])
 def test_probe_verdicts_match_the_scenario(lab_capable, tmp_path: Path, name: str) -> None:
     lab = Lab("plabd", tmp_path)
     rows, stderr = run_scenario(lab, scenarios.load(name), timeout=240)
     assert rows and all(row.ok for row in rows), table(rows) + "\n" + stderr[-3000:]
     assert not lab.state_file.exists()  # torn down
+
+
+def test_demo_passes_every_scenario_twice_from_the_command_line(lab_capable) -> None:
+    """`probe lab demo`, as a user runs it: every scenario, two rounds (no flaky lab)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "lab", "--prefix", "plabc", "demo", "--repeat", "2"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    total = sum(len(s.targets) for s in scenarios.all_scenarios()) * 2
+    assert f"{total}/{total} verdicts as expected" in done.stdout, done.stdout[-3000:]
 
 
 def test_compare_flags_a_wrong_or_missing_verdict() -> None:
