@@ -172,3 +172,22 @@ def test_rate_arithmetic():
     assert throughput.interval_rates(samples) == pytest.approx([8e5, 8e5])
     assert throughput.goodput(((0.0, 5),)) is None
     assert throughput.steady_samples(((0.0, 0), (0.01, 100))) == ((0.0, 0), (0.01, 100))
+
+
+def test_bulk_size_is_clamped():
+    from probe.server import bulk
+
+    assert bulk.requested_bytes(None) == bulk.DEFAULT_BYTES
+    assert bulk.requested_bytes("99999999999") == bulk.MAX_BYTES
+    assert bulk.requested_bytes("-5") == 0
+    with pytest.raises(web.HTTPBadRequest):
+        bulk.requested_bytes("lots")
+
+
+async def test_bulk_rejects_a_bad_size(server):
+    port, settings = server
+    result = await throughput.measure(_req(port, "/bulk?bytes=lots"), settings)
+    assert (result.failure, result.operation) == (
+        failures.HTTP_REQUEST_FAILED,
+        failures.HTTP_ROUND_TRIP,
+    )

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from probe import failures
 from probe.model import Settings, ThroughputRequest, ThroughputResult
+from probe.tlsctx import client_context
 
 SAMPLE_MEAN_S = 0.100
 SAMPLE_MIN_S = 0.010
@@ -176,14 +177,7 @@ class _Flow(asyncio.BufferedProtocol):
 
 
 def _context(settings: Settings, check_hostname: bool) -> ssl.SSLContext:
-    try:
-        from probe.tlsctx import client_context  # helper B's shared context, when present
-    except ImportError:
-        ctx = ssl.create_default_context()
-        if settings.ca_file:
-            ctx.load_verify_locations(settings.ca_file)
-    else:
-        ctx = client_context(settings.ca_file, verify=True)
+    ctx = client_context(settings.ca_file, verify=True)  # no ALPN: we speak HTTP/1.1 only
     # The bulk endpoint answers any SNI with one certificate: verify the chain, not the name.
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
