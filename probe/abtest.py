@@ -103,10 +103,13 @@ async def sni_swap(
     control_sni: str | None,
     settings: Settings,
     budget: Budget | int = Budget(),
+    *,
+    expected_bps: float | None = None,
 ) -> tuple[Runs, Runs, ThrottleEstimate]:
     """Target SNI against control SNI, same server (`url`, the helper's /bulk) and address.
 
-    Without a control SNI the URL's own host is the control (the helper's real name)."""
+    Without a control SNI the URL's own host is the control (the helper's real name).
+    `expected_bps` (the control's usual rate, from history) lets a slow run read as degraded."""
     control = control_sni or urlsplit(url).hostname or ""
     return await interleave(
         ThroughputRequest(url, address=address, sni=target_sni),
@@ -114,6 +117,7 @@ async def sni_swap(
         settings,
         budget,
         "sni_swap",
+        expected_bps,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _measure(targets: list[Target], options: dict[str, Any], as_json: bool,
     vantage = vantage_from(options)
     store = Store(options["out_dir"], vantage, scrub_addresses=local_addresses())
     report_id = new_report_id(vantage)
-    plan = plan_from(options, concurrency)
+    plan = replace(plan_from(options, concurrency), history=store.control_rate_history)
     with _progress(len(targets), sys.stderr.isatty()) as progress:
         task = progress.add_task("", total=len(targets))
 

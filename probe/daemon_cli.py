@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def daemon(target_files: tuple[Path, ...], interval: float, jitter: float, run_t
     from probe.store import Store, local_addresses
 
     targets = load_targets_or_exit(target_files)
-    plan = plan_from(options, concurrency)
     vantage = vantage_from(options)
     store = Store(options["out_dir"], vantage, scrub_addresses=local_addresses())
+    plan = replace(plan_from(options, concurrency), history=store.control_rate_history)
 
     async def runner(batch: Sequence[Target], on_result: OnResult) -> list[TargetMeasurement]:
         return await run_targets(batch, plan, on_result, client_ips=store.scrub_addresses)

@@ -25,6 +25,7 @@ class Target:
     category: str = "MISC"
     control_domain: str | None = None  # control SNI / domain over the same path
     throughput_url: str | None = None  # a real object of the target, for direct throughput
+    control_throughput_url: str | None = None  # a control object of similar size, same path
     source: str = ""  # "file:line" it came from
 
 

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from probe import verdict as judging
@@ -31,6 +32,9 @@ from probe.model import (
     ThroughputResult,
 )
 
+if TYPE_CHECKING:
+    from probe.throttling import RateHistory
+
 DEFAULT_CONTROL_SNI = "www.example.com"
 
 
@@ -44,7 +48,8 @@ class RunPlan:
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
     max_addresses: int = 4
-    throughput_bytes: int = 1 << 20  # data budget per target and method
+    throughput_bytes: int = 1 << 20  # data budget per target, all throughput tests together
+    history: RateHistory | None = None  # past control rates per domain (from the store)
 
 
 @dataclass
@@ -134,19 +139,25 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
 async def _throughput(
     target: Target, plan: RunPlan, settings: Settings
 ) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
-    """SNI-swap A/B against the helper's bulk endpoint (the Xue et al. method)."""
-    from probe import abtest  # imported late: scipy is slow to import and only needed here
+    """The throughput tests (SNI-swap against the helper's bulk endpoint, then direct)."""
+    from probe import throttling  # imported late: scipy is slow to import and only needed here
 
-    if not plan.helper_url:
-        return (), None
-    helper = urlsplit(plan.helper_url)
-    answer = await dns.measure(DnsQuery(helper.hostname or ""), settings)
-    address = answer.addresses[0] if answer.addresses else helper.hostname
-    url = urljoin(plan.helper_url, f"bulk?bytes={plan.throughput_bytes}")
-    targets, controls, estimate = await abtest.sni_swap(
-        url, address, _host(target), control_sni(target, plan), settings, plan.throughput_bytes
+    paths = throttling.Paths(control_sni=control_sni(target, plan))
+    if plan.helper_url:
+        helper = urlsplit(plan.helper_url)
+        answer = await dns.measure(DnsQuery(helper.hostname or ""), settings)
+        paths = throttling.Paths(
+            bulk_url=urljoin(plan.helper_url, f"bulk?bytes={plan.throughput_bytes}"),
+            bulk_address=answer.addresses[0] if answer.addresses else helper.hostname,
+            control_sni=paths.control_sni,
+        )
+    return await throttling.measure(
+        target, _host(target), paths, settings, plan.throughput_bytes, plan.history
     )
-    return targets + controls, estimate
+
+
+def _can_measure_throughput(target: Target, plan: RunPlan) -> bool:
+    return bool(plan.helper_url or (target.throughput_url and target.control_throughput_url))
 
 
 def _control_source(plan: RunPlan) -> str:
@@ -173,7 +184,7 @@ async def measure_target(
     )
     first = judging.judge(measurement)
     throttle = None
-    if plan.throughput and plan.helper_url and first.verdict == "accessible":
+    if plan.throughput and first.verdict == "accessible" and _can_measure_throughput(target, plan):
         async with state.throughput_lock:
             flows, throttle = await _throughput(target, plan, settings)
         measurement = replace(measurement, probe=replace(probe, throughput=flows))

@@ -142,6 +142,16 @@ class Store:
             (domain, vantage or self.vantage.name, limit)).fetchall()
         return [dict(r) for r in rows]
 
+    def control_rate_history(self, domain: str, limit: int = 500) -> list[tuple[float, float]]:
+        """(start_time, control rate in bit/s) of this vantage's past throughput tests of a
+        domain, oldest first: what the runner's baseline is made of."""
+        rows = self._db.execute(
+            "SELECT start_time, control_rate_bps FROM measurements WHERE domain = ?"
+            " AND vantage = ? AND control_rate_bps IS NOT NULL"
+            " ORDER BY start_time DESC, id DESC LIMIT ?",
+            (domain, self.vantage.name, limit)).fetchall()
+        return [(row[0], row[1]) for row in reversed(rows)]
+
     def reindex(self) -> int:
         """Rebuilds the index from the JSON-lines files; returns the number of rows."""
         with self._db:

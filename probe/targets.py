@@ -11,7 +11,8 @@ YAML, a mapping (or a bare list of targets):
         url: https://api.twitter.com/1.1/   # default https://<domain>/
         category: GRP
         control: www.example.com
-        throughput_url: https://pbs.twimg.com/media/x.jpg
+        throughput_url: https://pbs.twimg.com/media/x.jpg   # a real object, for the direct
+        control_throughput_url: https://www.example.com/big.bin  # throughput test (also top level)
 
 CSV: the header `url,category_code,category_description,date_added,source,notes`, one URL a row.
 
@@ -38,8 +39,9 @@ from probe.model import Target
 __all__ = ["TargetFileError", "default_target_files", "load_targets", "parse_domain"]
 
 CSV_HEADER = ["url", "category_code", "category_description", "date_added", "source", "notes"]
-TOP_KEYS = frozenset({"category", "control", "description", "targets"})
-TARGET_KEYS = frozenset({"domain", "url", "category", "control", "throughput_url"})
+TOP_KEYS = frozenset({"category", "control", "control_throughput_url", "description", "targets"})
+TARGET_KEYS = frozenset({"domain", "url", "category", "control", "throughput_url",
+                         "control_throughput_url"})
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CATEGORY = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 _STR = "tag:yaml.org,2002:str"
@@ -226,14 +228,17 @@ def _build(fields: dict[str, str], source: str) -> Target:
     if not _CATEGORY.match(category):
         raise _FieldError("category", f"invalid category {category!r} (like GRP or NEWS)")
     control = fields.get("control")
-    throughput = fields.get("throughput_url")
+    throughput, control_throughput = fields.get("throughput_url"), fields.get(
+        "control_throughput_url")
+    https_url = lambda u: _url(u, ("https",))  # noqa: E731
     return Target(
         domain=domain,
         url=url,
         category=category,
         control_domain=_check("control", parse_domain, control) if control else None,
-        throughput_url=_check("throughput_url", lambda u: _url(u, ("https",)), throughput)
-        if throughput else None,
+        throughput_url=_check("throughput_url", https_url, throughput) if throughput else None,
+        control_throughput_url=_check("control_throughput_url", https_url, control_throughput)
+        if control_throughput else None,
         source=source,
     )
 

@@ -112,6 +112,7 @@ def targets_yaml(scenario: Scenario) -> str:
         throughput = target.throughput_url or f"https://{target.domain}/media/big.bin"
         if target.url.startswith("https://"):
             entry["throughput_url"] = throughput
+            entry["control_throughput_url"] = f"https://{entry['control']}/media/big.bin"
         entries.append(entry)
     document = {"description": f"probe-lab scenario {scenario.name}", "category": "MISC",
                 "targets": entries}

@@ -23,12 +23,15 @@ def test_probe_verdicts_match_the_scenario(lab_capable, tmp_path: Path, name: st
     assert not lab.state_file.exists()  # torn down
 
 
+@pytest.mark.timeout(1500)
 def test_demo_passes_every_scenario_twice_from_the_command_line(lab_capable) -> None:
     """`probe lab demo`, as a user runs it: every scenario, two rounds (no flaky lab)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "probe", "lab", "--prefix", "plabc", "demo", "--repeat", "2"],
-        capture_output=True, text=True, timeout=1200,
-    )
+    lab = [sys.executable, "-m", "probe", "lab", "--prefix", "plabc"]
+    try:
+        done = subprocess.run([*lab, "demo", "--repeat", "2"], capture_output=True, text=True,
+                              timeout=1200)
+    finally:  # a demo killed on timeout cannot tear its lab down itself
+        subprocess.run([*lab, "down"], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     total = sum(len(s.targets) for s in scenarios.all_scenarios()) * 2
     assert f"{total}/{total} verdicts as expected" in done.stdout, done.stdout[-3000:]

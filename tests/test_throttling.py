@@ -1,0 +1,89 @@
+"""probe.throttling: which tests a target gets, the shared budget, the estimate its verdict uses.
+
+Against the in-process HTTPS server of test_abtest (it polices flows whose SNI is POLICED and a
+slow "/object" to 140 kbit/s; everything else at full speed), named "localhost" here so that the
+direct test can resolve it.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+from aiohttp import web
+from test_abtest import POLICED, make_app
+
+from probe import throttling
+from probe.model import Settings, Target, ThrottleEstimate
+
+BUDGET = 1 << 20
+
+
+@pytest.fixture
+async def server(tmp_path):
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(ctx)
+    names: dict[int, str] = {}
+    ctx.sni_callback = lambda sslobj, name, _ctx: names.__setitem__(id(sslobj), name or "")
+    runner = web.AppRunner(make_app(names), shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    yield f"https://localhost:{runner.addresses[0][1]}", Settings(ca_file=str(pem), timeout=3.0)
+    await runner.cleanup()
+
+
+def estimate(state: str, confidence: float | None = 0.5) -> ThrottleEstimate:
+    return ThrottleEstimate(state=state, method="sni_swap", rate_bps=1.0, control_rate_bps=1.0,
+                            ratio=1.0, p_value=0.5, confidence=confidence)
+
+
+def test_strongest_prefers_the_most_severe_state_then_confidence() -> None:
+    ranked = [estimate("clean", 0.9), estimate("throttled", 0.6), estimate("inconclusive"),
+              estimate("throttled", 0.7), estimate("degraded")]
+    best = throttling.strongest(ranked)
+    assert (best.state, best.confidence) == ("throttled", 0.7)
+    assert throttling.strongest([]) is None
+    assert throttling.strongest([estimate("clean", None)]).state == "clean"
+
+
+def test_expected_rate_needs_a_warm_history() -> None:
+    target = Target(domain="x.test")
+    assert throttling.expected_rate(target, None) is None
+    points = [(float(t), 8e6) for t in range(5)]
+    assert throttling.expected_rate(target, lambda _domain: points) is None  # warm-up
+    points += [(5.0, 9e6), (6.0, 1e3)]  # one outlier does not move it
+    assert throttling.expected_rate(target, lambda _domain: points) == pytest.approx(8e6)
+
+
+async def test_a_decisive_sni_swap_spares_the_direct_test(server) -> None:
+    base, settings = server
+    target = Target(domain=POLICED, throughput_url=f"{base}/object",
+                    control_throughput_url=f"{base}/bulk?bytes={BUDGET}")
+    paths = throttling.Paths(f"{base}/bulk?bytes={BUDGET}", "127.0.0.1", "www.example.org")
+    flows, result = await throttling.measure(target, POLICED, paths, settings, BUDGET)
+    assert result is not None and (result.state, result.method) == ("throttled", "sni_swap")
+    assert {f.sni for f in flows} == {POLICED, "www.example.org"}
+    assert sum(f.bytes_received for f in flows) <= BUDGET
+
+
+async def test_without_a_helper_the_direct_test_compares_real_objects(server) -> None:
+    base, settings = server
+    target = Target(domain="media.test", throughput_url=f"{base}/object",
+                    control_throughput_url=f"{base}/bulk?bytes={BUDGET}")
+    flows, result = await throttling.measure(target, "media.test", throttling.Paths(), settings,
+                                             BUDGET)
+    assert result is not None and (result.state, result.method) == ("throttled", "direct")
+    assert {f.url.rsplit("/", 1)[-1].split("?")[0] for f in flows} == {"object", "bulk"}
+    assert sum(f.bytes_received for f in flows) <= BUDGET
+
+
+async def test_no_helper_and_no_objects_measures_nothing(server) -> None:
+    _, settings = server
+    flows, result = await throttling.measure(Target(domain="a.test"), "a.test",
+                                             throttling.Paths(), settings, BUDGET)
+    assert (flows, result) == ((), None)
