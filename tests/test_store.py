@@ -207,6 +207,21 @@ def test_index_queries(tmp_path):
         assert mode == "wal"
 
 
+def test_control_rate_history_is_this_vantages_oldest_first(tmp_path):
+    cases = all_cases()
+    with Store(tmp_path, VANTAGE) as moscow, Store(tmp_path, "berlin") as berlin:
+        for i in (2, 0, 1):  # appended out of order
+            m = cases["throttled"]
+            moscow.append(dataclasses.replace(m, start_time=m.start_time + 60 * i), f"r{i}")
+        moscow.append(cases["clean"], "r9")  # no throughput test: not in the history
+        berlin.append(cases["throttled"], "b1")
+        history = moscow.control_rate_history("twitter.com")
+        start = cases["throttled"].start_time
+        control = cases["throttled"].verdict.throttling.control_rate_bps
+        assert history == [(start, control), (start + 60, control), (start + 120, control)]
+        assert len(berlin.control_rate_history("twitter.com")) == 1
+
+
 def test_empty_store_queries(store):
     assert store.runs() == [] and store.latest() == [] and store.history("t.co") == []
 

@@ -23,6 +23,7 @@ EXPECTED = {
     "invalid-syntax.yaml": (4, "not valid YAML"),
     "invalid-targets-not-list.yaml": (1, "must be a list"),
     "invalid-throughput-http.yaml": (4, "https://"),
+    "invalid-control-throughput-http.yaml": (1, "https://"),
     "invalid-unknown-key.yaml": (5, "unknown key 'colour'"),
     "invalid-unknown-top-key.yaml": (1, "unknown key 'color'"),
     "invalid-url-scheme.yaml": (4, "ftp://"),
@@ -134,3 +135,16 @@ def test_parse_domain_rejects(text):
 
 def test_parse_domain_accepts_idn():
     assert parse_domain("президент.рф") == "xn--d1abbgf6aiiy.xn--p1ai"
+
+
+def test_control_throughput_url_from_the_list_or_the_target(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "control_throughput_url: https://www.example.com/big.bin\n"
+        "targets:\n"
+        "  - {domain: pbs.twimg.com, throughput_url: 'https://pbs.twimg.com/a.jpg'}\n"
+        "  - {domain: t.co, control_throughput_url: 'https://example.org/b.bin'}\n")
+    first, second = load_targets([path])
+    assert first.control_throughput_url == "https://www.example.com/big.bin"
+    assert first.throughput_url == "https://pbs.twimg.com/a.jpg"
+    assert second.control_throughput_url == "https://example.org/b.bin"
