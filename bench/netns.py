@@ -20,20 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SRV_IP, CLI_IP = "10.232.0.1", "10.232.0.2"
 BULK_NAME = "bulk.lab"
 
-SERVER = """
-import asyncio, ssl, sys
-from aiohttp import web
-from probe.server.bulk import handle_bulk
-async def main():
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(sys.argv[1])
-    app = web.Application(); app.router.add_get("/bulk", handle_bulk)
-    runner = web.AppRunner(app); await runner.setup()
-    await web.TCPSite(runner, sys.argv[2], 443, ssl_context=ctx).start()
-    print("ready", flush=True)
-    await asyncio.sleep(3600)
-asyncio.run(main())
-"""
 
 
 class Pair:
@@ -52,8 +38,8 @@ class Pair:
                               capture_output=True, timeout=timeout, env=self.env)
 
     def spawn(self, ns: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=self.env)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=self.env)
         self.procs.append(proc)
         return proc
 
@@ -82,9 +68,10 @@ class Pair:
         ca.cert_pem.write_to_path(self.ca_file)
         key = str(self.tmp / "server.pem")
         ca.issue_cert(BULK_NAME).private_key_and_cert_chain_pem.write_to_path(key)
-        server = self.spawn(self.srv, sys.executable, "-c", SERVER, key, SRV_IP)
-        if server.stdout is None or server.stdout.readline().strip() != "ready":
-            raise RuntimeError("bulk server did not start")
+        server = self.spawn(self.srv, sys.executable, "-m", "probe.server.cli", "--host", SRV_IP,
+                            "--port", "443", "--cert", key, "--key", key)
+        if server.stderr is None or "listening" not in server.stderr.readline():
+            raise RuntimeError("helper (bulk) server did not start")
 
     def _down(self) -> None:
         for proc in self.procs:

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -100,6 +100,9 @@ class Process:
             self.proc.wait(5)
 
 
+P = TypeVar("P", bound=Process)
+
+
 class Prometheus(Process):
     def query(self, expr: str) -> list[dict[str, Any]]:
         q = urllib.parse.urlencode({"query": expr})
@@ -143,38 +146,35 @@ def prometheus(tmp: Path, scrape: list[dict[str, Any]], rule_files: list[Path] =
         hostport = alertmanager.removeprefix("http://")
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [hostport]}]}]}
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = Prometheus([
+    with _running(Prometheus, tmp / "prometheus.log", lambda port: [
         PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-    ], port, tmp / "prometheus.log")
-    try:
-        proc.wait_ready()
+    ]) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @contextmanager
 def alertmanager(tmp: Path, config: dict[str, Any]) -> Iterator[Process]:
     (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = Process([
+    with _running(Process, tmp / "alertmanager.log", lambda port: [
         ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am'}",
         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-    ], port, tmp / "alertmanager.log")
-    try:
-        proc.wait_ready()
+    ]) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @contextmanager
 def pushgateway(tmp: Path) -> Iterator[Process]:
+    with _running(Process, tmp / "pushgateway.log",
+                  lambda port: [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"]) as proc:
+        yield proc
+
+
+@contextmanager
+def _running(kind: type[P], log: Path, argv: Callable[[int], list[str]]) -> Iterator[P]:
+    """Starts the binary on a free loopback port, waits until it answers, always stops it."""
     port = free_port()
-    proc = Process([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"], port,
-                   tmp / "pushgateway.log")
+    proc = kind(argv(port), port, log)
     try:
         proc.wait_ready()
         yield proc

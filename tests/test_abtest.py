@@ -8,6 +8,7 @@ The real policer (iptables in namespaces) is exercised in tests/lab/test_policin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 
@@ -53,22 +54,29 @@ def make_app(names: dict[int, str]) -> web.Application:
     return app
 
 
-@pytest.fixture
-async def helper(tmp_path):
+@contextlib.asynccontextmanager
+async def policing_server(tmp_path, name: str):
+    """The server on 127.0.0.1 with a certificate for `name`: (base URL, Settings trusting it)."""
     ca = trustme.CA()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("helper.test").configure_cert(ctx)
+    ca.issue_cert(name).configure_cert(ctx)
     names: dict[int, str] = {}
-    ctx.sni_callback = lambda sslobj, name, _ctx: names.__setitem__(id(sslobj), name or "")
+    ctx.sni_callback = lambda sslobj, sni, _ctx: names.__setitem__(id(sslobj), sni or "")
     runner = web.AppRunner(make_app(names), shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
     pem = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(pem))
-    yield f"https://helper.test:{port}", Settings(ca_file=str(pem), timeout=3.0)
-    await runner.cleanup()
+    try:
+        yield f"https://{name}:{runner.addresses[0][1]}", Settings(ca_file=str(pem), timeout=3.0)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def helper(tmp_path):
+    async with policing_server(tmp_path, "helper.test") as server:
+        yield server
 
 
 async def test_sni_swap_finds_the_policed_sni_early(helper):

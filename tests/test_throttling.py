@@ -7,34 +7,19 @@ direct test can resolve it.
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
-import trustme
-from aiohttp import web
-from test_abtest import POLICED, make_app
+from test_abtest import POLICED, policing_server
 
 from probe import throttling
-from probe.model import Settings, Target, ThrottleEstimate
+from probe.model import Target, ThrottleEstimate
 
 BUDGET = 1 << 20
 
 
 @pytest.fixture
 async def server(tmp_path):
-    ca = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(ctx)
-    names: dict[int, str] = {}
-    ctx.sni_callback = lambda sslobj, name, _ctx: names.__setitem__(id(sslobj), name or "")
-    runner = web.AppRunner(make_app(names), shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    pem = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(pem))
-    yield f"https://localhost:{runner.addresses[0][1]}", Settings(ca_file=str(pem), timeout=3.0)
-    await runner.cleanup()
+    async with policing_server(tmp_path, "localhost") as running:
+        yield running
 
 
 def estimate(state: str, confidence: float | None = 0.5) -> ThrottleEstimate:

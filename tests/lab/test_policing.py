@@ -29,20 +29,6 @@ _TAG = f"pf{os.getpid() % 100000}"
 SRV, CLI = f"{_TAG}-srv", f"{_TAG}-cli"
 REPO = Path(__file__).resolve().parents[2]
 
-SERVER = """
-import asyncio, ssl, sys
-from aiohttp import web
-from probe.server.bulk import handle_bulk
-async def main():
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(sys.argv[1])
-    app = web.Application(); app.router.add_get("/bulk", handle_bulk)
-    runner = web.AppRunner(app); await runner.setup()
-    await web.TCPSite(runner, sys.argv[2], 443, ssl_context=ctx).start()
-    print("ready", flush=True)
-    await asyncio.sleep(600)
-asyncio.run(main())
-"""
 
 CLIENT = """
 import asyncio, json, sys
@@ -108,10 +94,11 @@ def lab(tmp_path):
              "rate", "50mbit", ns=SRV)
         _police(CLI, "twimg.com")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        server = subprocess.Popen(["ip", "netns", "exec", SRV, sys.executable, "-c", SERVER,
-                                   str(key_pem), SRV_IP], stdout=subprocess.PIPE, text=True,
-                                  env=env)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", SRV, sys.executable, "-m", "probe.server.cli", "--host",
+             SRV_IP, "--port", "443", "--cert", str(key_pem), "--key", str(key_pem)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        assert server.stderr is not None and "listening" in server.stderr.readline()
         yield str(ca_pem), env
     finally:
         if server is not None:
