@@ -39,18 +39,22 @@ def json_line(record: Mapping[str, Any]) -> str:
 
 
 def _rate(bps: float | None) -> str:
-    return "" if bps is None else f"{bps / 1000:.0f} kbit/s"
+    if bps is None:
+        return ""
+    return f"{bps / 1e6:.1f} Mbit/s" if bps >= 1e6 else f"{bps / 1e3:.0f} kbit/s"
 
 
 def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
     table = Table(title="Verdicts", show_lines=False)
-    for column in ("target", "category", "verdict", "blocking", "failure", "rate", "why"):
+    for column in ("target", "category", "verdict", "blocking", "failure", "rate / control",
+                   "why"):
         table.add_column(column)
     for m in sorted(measurements, key=lambda m: (m.target.category, m.target.domain)):
         v = m.verdict
         if v is None:
             continue
-        rate = _rate(v.throttling.rate_bps) if v.throttling else ""
+        t = v.throttling
+        rate = f"{_rate(t.rate_bps)} / {_rate(t.control_rate_bps)}" if t and t.rate_bps else ""
         style = _STYLE.get(v.verdict, "")
         table.add_row(
             m.target.domain, m.target.category, f"[{style}]{v.verdict}[/]",
@@ -74,12 +78,17 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:
 
 
 def latest_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """Store.latest() rows: the verdicts of one run."""
     table = Table(title="Verdicts")
-    columns = ("domain", "category", "verdict", "blocking", "failure", "rate_bps", "ratio")
-    for column in columns:
+    for column in ("domain", "category", "verdict", "blocking", "failure", "rate / control",
+                   "ratio"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+        rate = f"{_rate(row.get('rate_bps'))} / {_rate(row.get('control_rate_bps'))}"
+        ratio = "" if row.get("ratio") is None else f"{row['ratio']:.2g}"
+        table.add_row(row["domain"], row.get("category") or "", row["verdict"],
+                      row.get("blocking") or "", row.get("failure") or "",
+                      rate if row.get("rate_bps") else "", ratio)
     return table
 
 
