@@ -11,6 +11,7 @@ throughput runs one target at a time so that targets never compete for the link.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ class _RunState:
 
     throughput_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     client_ips: set[str] = field(default_factory=set)
+    helper_address: str | None = None
 
 
 def _host(target: Target) -> str:
@@ -136,19 +138,30 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
     return probe, await helper_task
 
 
+async def _helper_address(helper_url: str, settings: Settings, state: _RunState) -> str | None:
+    """The helper's address, resolved once a run: every SNI-swap flow goes to the same one."""
+    if state.helper_address is None:
+        host = urlsplit(helper_url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            state.helper_address = host
+        except ValueError:
+            answer = await dns.measure(DnsQuery(host), settings)
+            state.helper_address = answer.addresses[0] if answer.addresses else host
+    return state.helper_address
+
+
 async def _throughput(
-    target: Target, plan: RunPlan, settings: Settings
+    target: Target, plan: RunPlan, settings: Settings, state: _RunState
 ) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
     """The throughput tests (SNI-swap against the helper's bulk endpoint, then direct)."""
     from probe import throttling  # imported late: scipy is slow to import and only needed here
 
     paths = throttling.Paths(control_sni=control_sni(target, plan))
     if plan.helper_url:
-        helper = urlsplit(plan.helper_url)
-        answer = await dns.measure(DnsQuery(helper.hostname or ""), settings)
         paths = throttling.Paths(
             bulk_url=urljoin(plan.helper_url, f"bulk?bytes={plan.throughput_bytes}"),
-            bulk_address=answer.addresses[0] if answer.addresses else helper.hostname,
+            bulk_address=await _helper_address(plan.helper_url, settings, state),
             control_sni=paths.control_sni,
         )
     return await throttling.measure(
@@ -186,7 +199,7 @@ async def measure_target(
     throttle = None
     if plan.throughput and first.verdict == "accessible" and _can_measure_throughput(target, plan):
         async with state.throughput_lock:
-            flows, throttle = await _throughput(target, plan, settings)
+            flows, throttle = await _throughput(target, plan, settings, state)
         measurement = replace(measurement, probe=replace(probe, throughput=flows))
     final = judging.judge(measurement, throttle) if throttle else first
     return replace(measurement, runtime=settings.since_origin(), verdict=final)
