@@ -30,6 +30,7 @@ from dnsserver import DnsServer, Rule
 from probe import failures
 from probe.model import Evidence, Settings, from_dict
 from probe.server import app as server_app
+from probe.server import limits as server_limits
 from probe.server.app import STATE, ServerConfig, server_ssl_context, start
 from probe.server.cli import serve
 from probe.server.control import Policy
@@ -351,3 +352,16 @@ def test_cli_serves(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+
+
+async def test_redirect_targets_are_filtered_like_addresses() -> None:
+    """A hostile origin's redirect to a loopback/private name is refused unless allowed."""
+    strict = server_limits.PermittedResolver(allow_private=False)
+    lab_mode = server_limits.PermittedResolver(allow_private=True)
+    try:
+        with pytest.raises(OSError):
+            await strict.resolve("localhost", 80)
+        assert {r["host"] for r in await lab_mode.resolve("localhost", 80)} >= {"127.0.0.1"}
+    finally:
+        await strict.close()
+        await lab_mode.close()

@@ -27,7 +27,7 @@ from probe.model import (
     TcpResult,
     TlsResult,
 )
-from probe.server.limits import is_ip, permitted
+from probe.server.limits import PermittedResolver, is_ip, permitted
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,12 @@ async def _fetch(
         return
     pinned = next((a for a in own if permitted(a, policy.allow_private)), None)
     if pinned is not None:  # else the name points somewhere the helper must not go
-        found.http.append(await http.measure(HttpRequest(request.url, pinned), settings))
+        names = PermittedResolver(policy.allow_private)
+        try:
+            fetch = await http.measure(HttpRequest(request.url, pinned), settings, resolver=names)
+        finally:
+            await names.close()
+        found.http.append(fetch)
 
 
 async def _measure_all(

@@ -7,9 +7,14 @@ are checked field by field (unknown keys refused), and addresses that are not gl
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
+import socket
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from probe.measure.control import ControlRequest
 
@@ -47,6 +52,28 @@ def permitted(address: str, allow_private: bool) -> bool:
     if allow_private:
         return not ip.is_multicast and not ip.is_unspecified
     return ip.is_global and not ip.is_multicast
+
+
+class PermittedResolver(AbstractResolver):
+    """The system's resolver for the names an HTTP fetch meets (redirect targets), minus the
+    addresses the helper may not touch: a hostile origin must not redirect the helper into its
+    operator's own network."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = ThreadedResolver()
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if permitted(r["host"], self._allow_private)]
+        if not allowed:
+            raise OSError(errno.EACCES, f"{host} resolves only to addresses the helper may not use")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _domain(data: dict, key: str) -> str | None:
