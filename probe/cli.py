@@ -39,6 +39,11 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _stdout() -> Console:
+    """Tables on stdout; piped or captured, wide enough that no cell is cut (`| grep` works)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def _progress(total: int, enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -87,7 +92,7 @@ def run(target_files: tuple[Path, ...], concurrency: int, as_json: bool,
     if not as_json:
         from probe.report import verdict_table
 
-        Console().print(verdict_table(results))
+        _stdout().print(verdict_table(results))
     if pushgateway or textfile:
         from probe import export
 
@@ -115,7 +120,7 @@ def check(domain: str, url: str | None, control_domain: str | None, as_json: boo
         raise click.BadParameter(str(exc), param_hint="DOMAIN") from None
     [measurement] = _measure([target], options, as_json, 1)
     if not as_json:
-        trace(measurement, Console())
+        trace(measurement, _stdout())
 
 
 @main.command()
@@ -129,7 +134,7 @@ def results(out_dir: Path, limit: int, report_id: str | None) -> None:
     from probe.store import Store
 
     store = Store(out_dir, vantage="")
-    console = Console()
+    console = _stdout()
     console.print(runs_table(store.runs(limit)))
     console.print(latest_table(store.latest(report_id)))
 

@@ -191,11 +191,18 @@ estimates = st.none() | st.sampled_from(["throttled", "degraded", "clean", "inco
     F.estimate)
 
 
-def _control_shows_down(control: Evidence) -> bool:
-    """An independent, plain reading of "down everywhere"."""
+def _control_shows_down(control: Evidence, probe: Evidence) -> bool:
+    """An independent, plain reading of "down everywhere".
+
+    A helper's failed connects count only to addresses a control gave (its own resolver's, or
+    the control resolver's): the probe's own answers may be forged, and failing to reach a
+    forged address says nothing about the target."""
     if control.dns and all(d.rcode == "NXDOMAIN" and not d.addresses for d in control.dns):
         return True
-    if not control.dns and control.tcp and all(t.failure for t in control.tcp):
+    vouched = {a for d in (*control.dns, *probe.dns) if d.resolver_kind != "system"
+               for a in d.addresses}
+    connects = [t for t in control.tcp if not vouched or t.address in vouched]
+    if not control.dns and connects and all(t.failure for t in connects):
         return True
     return bool(control.http) and all(h.status is None for h in control.http)
 
@@ -215,10 +222,15 @@ def test_judge_never_raises_and_is_well_formed(probe, control, throttle):
 
 @settings(max_examples=400, deadline=None)
 @given(probe=evidence, control=evidence)
+@example(  # found by hypothesis: the helper fails only on an address no control gave
+    probe=Evidence(dns=(F.dns((), extra=(("104.244.42.1",),)),
+                        F.dns(("104.244.42.1",), kind="udp"))),
+    control=Evidence(tcp=(F.tcp("104.244.42.65", "connection_aborted"),)),
+)
 def test_never_blocked_when_control_is_down(probe, control):
     m = TargetMeasurement(target=F.target(), start_time=0.0, runtime=0.0, probe=probe,
                           control=control)
-    if _control_shows_down(control):
+    if _control_shows_down(control, probe):
         assert judge(m).verdict != "blocked"
 
 
