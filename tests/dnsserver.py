@@ -11,7 +11,6 @@ over UDP; the stream transports cannot carry two answers, they give the real one
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 import struct
 import tempfile
@@ -26,6 +25,8 @@ import dns.rdatatype
 import dns.rrset
 import trustme
 from aiohttp import web
+
+from probe.lab.dnsservers import doh_query
 
 ACTIONS = ("answer", "nxdomain", "servfail", "refused", "empty", "drop", "inject")
 _RCODES = {"nxdomain": dns.rcode.NXDOMAIN, "servfail": dns.rcode.SERVFAIL, "refused": dns.rcode.REFUSED}
@@ -123,12 +124,7 @@ async def _serve_stream(
 
 def _doh_app(zone: Mapping[str, Rule]) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
-        if request.method == "POST":
-            wire = await request.read()
-        else:
-            encoded = request.query.get("dns", "")
-            wire = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        answers = respond(zone, wire)
+        answers = respond(zone, await doh_query(request))
         if not answers:
             await asyncio.sleep(3600)  # "drop": the client's timeout ends it
         return web.Response(body=answers[-1][1], content_type="application/dns-message")

@@ -129,16 +129,19 @@ async def serve_stream(host: str, port: int, answer: Answerer,
     return await asyncio.start_server(session, host, port, ssl=context)
 
 
+async def doh_query(request: web.Request) -> bytes:
+    """The DNS message of an RFC 8484 request: POST body, or GET ?dns=base64url."""
+    if request.method == "POST":
+        return await request.read()
+    encoded = request.query.get("dns", "")
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
 def doh_routes(answer: Answerer) -> list[web.RouteDef]:
     """RFC 8484 GET (?dns=base64url) and POST (application/dns-message) at /dns-query."""
 
     async def handle(request: web.Request) -> web.Response:
-        if request.method == "POST":
-            wire = await request.read()
-        else:
-            encoded = request.query.get("dns", "")
-            wire = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        reply = await answer(wire)
+        reply = await answer(await doh_query(request))
         if reply is None:
             return web.Response(status=400, text="bad DNS message")
         return web.Response(body=reply, content_type="application/dns-message")
