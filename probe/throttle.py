@@ -31,6 +31,9 @@ time. What we compare, and why:
 * Everything slow is not throttling: when the control is slow too (below half the expected rate,
   or below SLOW_FLOOR_BPS when no expected rate is known) the state is "degraded", unless the
   target is far slower still (ratio <= RATIO_STRONG).
+* Fast is not throttled: when the target's flows complete at FAST_GOODPUT_BPS or more (whole
+  flow, burst included), a "throttled" reading is noise (on a loaded CPU a gigabit flow of
+  128 KiB can look ten times slower than its twin) and is reported as inconclusive.
 * Early stopping: `decide_early` is consulted after every A/B pair. Peeking repeatedly inflates
   false positives, so an early "throttled" needs p < EARLY_ALPHA (0.01), and an early "clean"
   needs p >= ALPHA.
@@ -60,6 +63,7 @@ RATIO_CLEAN = 0.7
 SLOW_FRACTION = 0.5
 SLOW_FLOOR_BPS = 1e6
 FLAT_CV = 0.25
+FAST_GOODPUT_BPS = 50e6  # target flows this fast are never called throttled
 UNEVEN_DISCOUNT = 0.8
 MIN_TARGET_INTERVALS = 3  # a fast flow may give only one interval: three flows suffice
 MIN_CONTROL_INTERVALS = 2
@@ -103,6 +107,14 @@ def _confidence(p: float, ratio: float, is_flat: bool | None) -> float:
     return (1.0 - p) * effect * (1.0 if is_flat else UNEVEN_DISCOUNT)
 
 
+def _finished_fast(target_runs: Sequence[ThroughputResult]) -> bool:
+    """Target flows that completed at FAST_GOODPUT_BPS or more (burst included) were not held
+    back in any way a user would see, and flows that short (a 128 KiB flow at 1 Gbit/s lasts
+    about a millisecond) time the scheduler more than the network: no "throttled" from them."""
+    goodputs = [r.goodput_bps for r in target_runs if r.goodput_bps is not None]
+    return bool(goodputs) and median(goodputs) >= FAST_GOODPUT_BPS
+
+
 def _state(p: float, ratio: float, rate: float, control: float, alpha: float,
            expected_bps: float | None) -> str:
     slow = SLOW_FRACTION * expected_bps if expected_bps else SLOW_FLOOR_BPS
@@ -137,8 +149,11 @@ def assess(
     ratio = rate / control_rate if control_rate > 0 else 1.0
     _, p = mann_whitney_less(target, control)
     is_flat = flat(_flow_rates(target_runs))
+    state = _state(p, ratio, rate, control_rate, alpha, expected_bps)
+    if state == "throttled" and _finished_fast(target_runs):
+        state = "inconclusive"
     return ThrottleEstimate(
-        state=_state(p, ratio, rate, control_rate, alpha, expected_bps),
+        state=state,
         rate_bps=rate,
         control_rate_bps=control_rate,
         ratio=ratio,

@@ -56,6 +56,19 @@ def test_policed_target_against_fast_control_is_throttled():
     assert est.bytes_used == sum(r.bytes_received for r in policed(3) + fast(3))
 
 
+def test_a_target_that_finishes_fast_is_never_throttled():
+    """Scheduler noise on a gigabit path: the target's flows look a quarter of the control's but
+    still finish at 100 Mbit/s. Only the fast floor stands between that and a false alarm."""
+    noisy = fast(3, rate=100e6, seed=7)
+    unfloored = throttle._state(1e-4, 0.25, 100e6, 400e6, throttle.ALPHA, None)
+    assert unfloored == "throttled"  # what the test and ratio alone would say
+    est = throttle.assess(noisy, fast(3), "sni_swap")
+    assert est.ratio is not None and est.ratio < throttle.RATIO_THROTTLED
+    assert est.state == "inconclusive", est
+    slower = [flow(4e6, 5.0, max_bytes=256 << 10, burst=16_000, seed=7 + i) for i in range(3)]
+    assert throttle.assess(slower, fast(3), "sni_swap").state == "throttled"
+
+
 def test_everything_slow_is_degraded_not_throttled():
     slow_control = [flow(150e3, 1.5, burst=30_000, seed=50 + i) for i in range(3)]
     assert throttle.assess(policed(3), slow_control, "sni_swap").state == "degraded"
