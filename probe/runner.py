@@ -11,7 +11,6 @@ throughput runs one target at a time so that targets never compete for the link.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -142,10 +141,9 @@ async def _helper_address(helper_url: str, settings: Settings, state: _RunState)
     """The helper's address, resolved once a run: every SNI-swap flow goes to the same one."""
     if state.helper_address is None:
         host = urlsplit(helper_url).hostname or ""
-        try:
-            ipaddress.ip_address(host)
+        if dns.is_ip(host):
             state.helper_address = host
-        except ValueError:
+        else:
             answer = await dns.measure(DnsQuery(host), settings)
             state.helper_address = answer.addresses[0] if answer.addresses else host
     return state.helper_address

@@ -74,7 +74,7 @@ def parse_resolver(url: str) -> Resolver:
         path = parts.path or "/dns-query"
         netloc = f"[{host}]" if ":" in host else host
         return Resolver("https", host, port, f"https://{netloc}:{port}{path}")
-    if not _is_ip(host):
+    if not is_ip(host):
         raise ValueError(f"resolver {url!r}: {parts.scheme}:// needs an IP address, not {host!r}")
     if parts.path not in ("", "/"):
         raise ValueError(f"resolver {url!r}: unexpected path {parts.path!r}")
@@ -211,7 +211,8 @@ def _endpoint(address: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address literal."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from probe import failures
 from probe.measure import dns, http, tcp, tls
 from probe.measure.control import ControlRequest
+from probe.measure.dns import is_ip
 from probe.model import (
     DnsQuery,
     DnsResult,
@@ -27,7 +28,7 @@ from probe.model import (
     TcpResult,
     TlsResult,
 )
-from probe.server.limits import PermittedResolver, is_ip, permitted
+from probe.server.limits import PermittedResolver, permitted
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from probe.measure.control import ControlRequest
+from probe.measure.dns import is_ip
 
 MAX_BODY = 16 << 10  # bytes of request JSON
 MAX_ADDRESSES_IN = 16  # addresses a request may list; the helper tests at most max_addresses
@@ -27,14 +28,6 @@ _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 
 class BadRequest(ValueError):
     """A request the helper refuses (HTTP 400); the message says why."""
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def valid_host(text: str) -> bool:
