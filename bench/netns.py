@@ -68,7 +68,7 @@ class Pair:
         ca.cert_pem.write_to_path(self.ca_file)
         key = str(self.tmp / "server.pem")
         ca.issue_cert(BULK_NAME).private_key_and_cert_chain_pem.write_to_path(key)
-        server = self.spawn(self.srv, sys.executable, "-m", "probe.server.cli", "--host", SRV_IP,
+        server = self.spawn(self.srv, sys.executable, "-m", "probe", "serve", "--host", SRV_IP,
                             "--port", "443", "--cert", key, "--key", key)
         if server.stderr is None or "listening" not in server.stderr.readline():
             raise RuntimeError("helper (bulk) server did not start")

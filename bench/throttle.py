@@ -3,7 +3,7 @@
     sudo /work/venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...]
 
 Each scenario (data below) shapes the link, optionally installs an SNI policer (hashlimit per
-flow, as the Twitter throttler did) and runs probe.abtest.sni_swap N times with the default
+flow, as the Twitter throttler did) and runs probe.throttling.abtest.sni_swap N times with the default
 budget. A positive is state == "throttled". Prints, per scenario: the states seen, the positive
 rate against what was expected, and the median / max bytes and seconds to a verdict.
 Not a timed test: it prints figures.
@@ -38,7 +38,7 @@ SCENARIOS = (
 
 SWAP = """
 import asyncio, json, sys, time
-from probe import abtest
+from probe.throttling import abtest
 from probe.model import Settings
 async def main():
     url, address, target, ca, runs = sys.argv[1:6]

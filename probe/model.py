@@ -96,6 +96,7 @@ class Observation:
     elapsed: float = 0.0
     failure: str | None = None  # OONI failure string, see failures.py
     operation: str | None = None  # resolve | connect | tls_handshake | http_round_trip | read
+    cause: str | None = None  # for an unknown_failure: short scrubbed text of what was raised
 
 
 @dataclass(frozen=True, kw_only=True)

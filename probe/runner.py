@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from probe import verdict as judging
-from probe.measure import control, dns, http, tcp, tls
+from probe.helper_api import HelperRequest
+from probe.measure import dns, helper, http, tcp, tls
 from probe.model import (
     DnsQuery,
     DnsResult,
@@ -28,12 +29,10 @@ from probe.model import (
     Settings,
     Target,
     TargetMeasurement,
-    ThrottleEstimate,
-    ThroughputResult,
 )
 
 if TYPE_CHECKING:
-    from probe.throttling import RateHistory
+    from probe.throttling.plan import RateHistory, ThroughputTests
 
 DEFAULT_CONTROL_SNI = "www.example.com"
 
@@ -59,7 +58,15 @@ class _RunState:
 
     throughput_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     client_ips: set[str] = field(default_factory=set)
-    helper_address: str | None = None
+    throughput: ThroughputTests | None = None
+
+    def throughput_tests(self, plan: RunPlan) -> ThroughputTests:
+        """Made on first use: scipy (under probe.throttling) is slow to import."""
+        if self.throughput is None:
+            from probe.throttling.plan import ThroughputTests
+
+            self.throughput = ThroughputTests(plan.helper_url, plan.throughput_bytes, plan.history)
+        return self.throughput
 
 
 def _host(target: Target) -> str:
@@ -105,14 +112,14 @@ async def _per_address(address: str, target: Target, plan: RunPlan, settings: Se
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
     if not plan.helper_url:
         return Evidence()
-    request = control.ControlRequest(
+    request = HelperRequest(
         domain=_host(target),
         url=target.url,
         control_domain=control_sni(target, plan),
         addresses=tuple(addresses),
         port=_port(target),
     )
-    result = await control.measure(request, settings, plan.helper_url, plan.helper_token)
+    result = await helper.measure(request, settings, plan.helper_url, plan.helper_token)
     if result.client_ip:
         state.client_ips.add(result.client_ip)
     return result.evidence
@@ -135,40 +142,6 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
         http=(fetch,),
     )
     return probe, await helper_task
-
-
-async def _helper_address(helper_url: str, settings: Settings, state: _RunState) -> str | None:
-    """The helper's address, resolved once a run: every SNI-swap flow goes to the same one."""
-    if state.helper_address is None:
-        host = urlsplit(helper_url).hostname or ""
-        if dns.is_ip(host):
-            state.helper_address = host
-        else:
-            answer = await dns.measure(DnsQuery(host), settings)
-            state.helper_address = answer.addresses[0] if answer.addresses else host
-    return state.helper_address
-
-
-async def _throughput(
-    target: Target, plan: RunPlan, settings: Settings, state: _RunState
-) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
-    """The throughput tests (SNI-swap against the helper's bulk endpoint, then direct)."""
-    from probe import throttling  # imported late: scipy is slow to import and only needed here
-
-    paths = throttling.Paths(control_sni=control_sni(target, plan))
-    if plan.helper_url:
-        paths = throttling.Paths(
-            bulk_url=urljoin(plan.helper_url, f"bulk?bytes={plan.throughput_bytes}"),
-            bulk_address=await _helper_address(plan.helper_url, settings, state),
-            control_sni=paths.control_sni,
-        )
-    return await throttling.measure(
-        target, _host(target), paths, settings, plan.throughput_bytes, plan.history
-    )
-
-
-def _can_measure_throughput(target: Target, plan: RunPlan) -> bool:
-    return bool(plan.helper_url or (target.throughput_url and target.control_throughput_url))
 
 
 def _control_source(plan: RunPlan) -> str:
@@ -195,9 +168,11 @@ async def measure_target(
     )
     first = judging.judge(measurement)
     throttle = None
-    if plan.throughput and first.verdict == "accessible" and _can_measure_throughput(target, plan):
+    tests = state.throughput_tests(plan) if plan.throughput else None
+    if tests is not None and first.verdict == "accessible" and tests.possible(target):
         async with state.throughput_lock:
-            flows, throttle = await _throughput(target, plan, settings, state)
+            flows, throttle = await tests.measure(target, _host(target), control_sni(target, plan),
+                                                  settings)
         measurement = replace(measurement, probe=replace(probe, throughput=flows))
     final = judging.judge(measurement, throttle) if throttle else first
     return replace(measurement, runtime=settings.since_origin(), verdict=final)

@@ -27,8 +27,8 @@ from promstack import (
     scrape_job,
 )
 
-from probe.daemon import Daemon, Schedule, serve
 from probe.model import Vantage
+from probe.monitoring.daemon import Daemon, Schedule, serve
 
 pytestmark = [needs, pytest.mark.prometheus]
 
@@ -189,7 +189,7 @@ def _lab_missing() -> str | None:
 
     if os.geteuid() != 0:
         return "the lab needs root (CAP_NET_ADMIN)"
-    for module in ("probe.lab.lab", "probe.lab.cli", "probe.server.cli", "probe.runner"):
+    for module in ("probe.lab.lifecycle", "probe.cli.lab", "probe.cli.serve", "probe.runner"):
         try:
             if importlib.util.find_spec(module) is None:
                 return f"{module} does not exist yet"
@@ -213,7 +213,7 @@ async def test_lab_throttle_twimg_alert_from_a_real_daemon(tmp_path: Path, webho
     if reason := _lab_missing():
         pytest.skip(reason)
     from probe.lab import scenarios
-    from probe.lab.lab import Lab
+    from probe.lab.lifecycle import Lab
 
     lab = Lab(prefix=LAB_PREFIX, state_root=tmp_path / "lab")
     daemon = None
@@ -230,7 +230,7 @@ async def test_lab_throttle_twimg_alert_from_a_real_daemon(tmp_path: Path, webho
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         daemon = subprocess.Popen(
             ["ip", "netns", "exec", client, sys.executable, "-c",
-             "from probe.daemon_cli import daemon; daemon()",
+             "from probe.cli.daemon import daemon; daemon()",
              "--targets", state["targets_file"], "--ca-file", state["ca_file"],
              "--control-resolver", state["control_resolver"], "--helper", state["helper_url"],
              "--vantage", "lab", "--probe-asn", "AS65001", "--probe-cc", "RU",

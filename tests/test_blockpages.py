@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe import blockpages
+from probe.measure import blockpages
 
 # (status, headers, body_head, title) -> the fingerprint id expected; every `when` entry of every
 # shipped fingerprint has at least one sample here.

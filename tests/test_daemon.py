@@ -17,8 +17,8 @@ import pytest
 import yaml
 from promstack import ROOT, measurement, sample_run
 
-from probe.daemon import Board, Daemon, Schedule, bound_port, serve, start_metrics_server
 from probe.model import Vantage
+from probe.monitoring.daemon import Board, Daemon, Schedule, bound_port, serve, start_metrics_server
 
 VANTAGE = Vantage(name="lab-1", asn="AS65001", cc="RU")
 
@@ -158,7 +158,7 @@ async def test_sigterm_stops_the_daemon_cleanly() -> None:
 
 
 def test_listen_option_parsing() -> None:
-    daemon_cli = pytest.importorskip("probe.daemon_cli", reason="probe.runner's imports not ready",
+    daemon_cli = pytest.importorskip("probe.cli.daemon", reason="probe.runner's imports not ready",
                                      exc_type=ImportError)
     assert daemon_cli.parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert daemon_cli.parse_listen("[::1]:9100") == ("::1", 9100)
@@ -189,7 +189,7 @@ def test_dockerfile_is_sane() -> None:
     assert "/metrics" in dict(steps)["HEALTHCHECK"] and ("EXPOSE", "9464") in steps
     entry, cmd = json.loads(dict(steps)["ENTRYPOINT"]), json.loads(dict(steps)["CMD"])
     assert entry == ["probe"] and cmd[0] == "daemon"
-    daemon_cli = pytest.importorskip("probe.daemon_cli", exc_type=ImportError)
+    daemon_cli = pytest.importorskip("probe.cli.daemon", exc_type=ImportError)
     params = daemon_cli.daemon.make_context("daemon", cmd[1:]).params  # a valid invocation
     assert params["listen"] == ("0.0.0.0", 9464)
     ignored = (ROOT / ".dockerignore").read_text().split()

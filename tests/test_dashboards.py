@@ -16,8 +16,8 @@ import pytest
 import yaml
 from promstack import ROOT, http_get, needs, prometheus, sample_run, scrape_job
 
-from probe.daemon import Board, Schedule, bound_port, start_metrics_server
 from probe.model import Vantage
+from probe.monitoring.daemon import Board, Schedule, bound_port, start_metrics_server
 
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))

@@ -11,8 +11,8 @@ import tlsservers as ts
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from probe import blockpages, failures
-from probe.measure import http
+from probe import failures
+from probe.measure import blockpages, http
 from probe.model import HttpRequest, Settings
 
 

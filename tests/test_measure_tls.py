@@ -46,7 +46,7 @@ async def test_wrong_name_is_invalid_hostname_and_keeps_the_certificate(pki: ts.
         r = await tls.measure(Endpoint(ts.HOST, srv.port, "other.example"), settings(pki))
     assert (r.failure, r.operation) == (failures.SSL_INVALID_HOSTNAME, failures.TLS_HANDSHAKE)
     assert r.cert_valid_for_name is False
-    assert r.failure in tls.PEER_ANSWERED
+    assert r.failure in failures.PEER_ANSWERED
     assert r.certificates and ts.NAME in r.certificates[0].san  # evidence of what was served
     assert r.tls_version is None
 
@@ -86,7 +86,7 @@ async def test_handshake_interference(pki: ts.Pki, behaviour: ts.Behaviour, fail
     assert r.connect_time is not None
     assert r.cert_valid_for_name is None and r.certificates == ()
     assert srv.connections == 1  # never a silent retry
-    assert (r.failure in tls.PEER_ANSWERED) == (failure == failures.SSL_FAILED_HANDSHAKE)
+    assert (r.failure in failures.PEER_ANSWERED) == (failure == failures.SSL_FAILED_HANDSHAKE)
 
 
 async def test_silence_after_client_hello_times_out(pki: ts.Pki) -> None:

@@ -19,9 +19,10 @@ from promstack import (
     sample_run,
 )
 
-from probe.export import ONESHOT_INTERVAL, push, write_textfile
 from probe.failures import FAILURES
-from probe.metrics import (
+from probe.model import Vantage
+from probe.monitoring.export import ONESHOT_INTERVAL, push, write_textfile
+from probe.monitoring.metrics import (
     PHASES,
     VERDICTS,
     ResultsCollector,
@@ -30,7 +31,6 @@ from probe.metrics import (
     phase_durations,
     snapshot_of_run,
 )
-from probe.model import Vantage
 
 VANTAGE = Vantage(name="msk-1", asn="AS12389", cc="RU", network_name="Rostelecom")
 

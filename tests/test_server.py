@@ -28,12 +28,12 @@ from click.testing import CliRunner
 from dnsserver import DnsServer, Rule
 
 from probe import failures
+from probe.cli.serve import serve
 from probe.model import Evidence, Settings, from_dict
 from probe.server import app as server_app
 from probe.server import limits as server_limits
 from probe.server.app import STATE, ServerConfig, server_ssl_context, start
-from probe.server.cli import serve
-from probe.server.control import Policy
+from probe.server.outside import Policy
 
 TITLE = "Origin test page"
 
@@ -320,7 +320,7 @@ async def test_handler_bug_is_json_500(lab: Lab, monkeypatch: pytest.MonkeyPatch
     async def broken(*_args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("probe.server.app.run_control", broken)
+    monkeypatch.setattr("probe.server.app.measure_outside", broken)
     status, body = await post(lab, lab.target())
     assert (status, body) == (500, {"error": "internal error"})
     assert lab.state().active == 0
@@ -336,9 +336,9 @@ def test_cli_refuses_plain_http_without_flag() -> None:
 
 
 def test_cli_serves(tmp_path: Path) -> None:
-    """`python -m probe.server.cli` really listens; stopped by its own pid."""
+    """`python -m probe serve` really listens; stopped by its own pid."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "probe.server.cli", "--insecure-http", "--port", "0"],
+        [sys.executable, "-m", "probe", "serve", "--insecure-http", "--port", "0"],
         stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
         env=os.environ | {"PROBE_HELPER_TOKEN": ""},
     )

@@ -16,8 +16,8 @@ import jsonschema
 import pytest
 
 from probe.model import Vantage
-from probe.ooni import from_ooni, new_report_id, ooni_time, scrub, to_ooni
-from probe.store import Store, local_addresses, read_measurements, read_records
+from probe.results.ooni import from_ooni, new_report_id, ooni_time, scrub, to_ooni
+from probe.results.store import Store, local_addresses, read_measurements, read_records
 from probe.verdict import judge
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "results" / "schema.json").read_text())
@@ -91,6 +91,18 @@ def test_ooni_shapes():
         "AS8359", "RU", "192.0.2.53")
 
 
+def test_unknown_failure_keeps_its_cause_in_ooni_spelling(store):
+    fetch = F.http(failure="unknown_failure")
+    fetch = dataclasses.replace(fetch, cause="OSError: [Errno 99] Cannot assign requested address")
+    m = judged(F.measurement(dataclasses.replace(F.clean_probe(), http=(fetch,))))
+    record = store.append(m, REPORT)
+    validate(record)
+    assert record["test_keys"]["requests"][0]["failure"] == (
+        "unknown_failure: OSError: [Errno 99] Cannot assign requested address")
+    (path,) = store.out_dir.glob("measurements-*.jsonl")
+    assert list(read_measurements(path)) == [m]  # the typed record keeps failure and cause apart
+
+
 def test_unjudged_measurement_is_refused(store):
     with pytest.raises(ValueError, match="judge"):
         store.append(F.measurement(), REPORT)
@@ -155,7 +167,7 @@ def test_completed_targets_survive_a_kill(tmp_path):
 import dataclasses, os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import factories as F
-from probe.store import Store
+from probe.results.store import Store
 from probe.verdict import judge
 store = Store(sys.argv[1], "kill-test")
 for name, (m, _, _) in list(F.scenarios().items())[:3]:

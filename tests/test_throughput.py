@@ -164,16 +164,6 @@ async def test_refused_stalled_short_and_404(server, unused_tcp_port):
     )
 
 
-def test_rate_arithmetic():
-    samples = ((0.0, 10_000), (0.5, 60_000), (1.5, 160_000), (2.0, 210_000), (4.0, 410_000))
-    assert throughput.goodput(samples) == pytest.approx(8 * 400_000 / 4.0)
-    # skip min(1 s, 30 % of 4 s) = 1 s: the steady part starts at 1.5 s
-    assert throughput.steady_samples(samples) == samples[2:]
-    assert throughput.interval_rates(samples) == pytest.approx([8e5, 8e5])
-    assert throughput.goodput(((0.0, 5),)) is None
-    assert throughput.steady_samples(((0.0, 0), (0.01, 100))) == ((0.0, 0), (0.01, 100))
-
-
 def test_bulk_size_is_clamped():
     from probe.server import bulk
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import factories as F
 import pytest
@@ -20,8 +22,8 @@ from probe.model import (
     ThrottleEstimate,
     TlsResult,
 )
-from probe.verdict import PEER_ANSWERED, RULES, RULES_VERSION, judge
-from probe.verdict_rules import BLOCKINGS, VERDICTS
+from probe.verdict import RULES, RULES_VERSION, judge
+from probe.verdict.rules import BLOCKINGS, VERDICTS
 
 # --- the table ----------------------------------------------------------------------------------
 
@@ -44,13 +46,19 @@ def test_last_rule_always_holds():
     assert RULES[-1].when(None) is True  # the catch-all needs no facts
 
 
-def test_peer_answered_matches_tls_module():
-    tls = pytest.importorskip("probe.measure.tls")
-    assert frozenset(tls.PEER_ANSWERED) == PEER_ANSWERED
+def test_judging_imports_no_network_library():
+    """The verdict side is pure: importing it pulls in neither aiohttp, dnspython nor ssl."""
+    code = ("import sys, probe.verdict, probe.failures, probe.throttling.decide; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'aiohttp', 'dns', 'ssl'}"
+            " or m.startswith('probe.measure')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
-def test_failure_strings_used_are_known():
-    assert PEER_ANSWERED <= failures.FAILURES
+def test_failure_groups_are_known_failures():
+    for group in (failures.PEER_ANSWERED, failures.CERT_FAILURES, failures.INTERFERENCE,
+                  failures.DNS_NEGATIVE):
+        assert group <= failures.FAILURES
 
 
 # --- the cases ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import dns.message
 import dns.rcode
 
-from probe.failures import classify
+from probe.measure.classify import classify
 
 
 def _system_resolver() -> str:

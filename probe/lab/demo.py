@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from probe.lab.lab import Lab
+from probe.lab.lifecycle import Lab
 from probe.lab.scenarios import Scenario
 
 

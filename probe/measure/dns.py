@@ -8,9 +8,7 @@ different answers to one query are its signature. Every answer heard is kept, in
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
-import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -25,6 +23,9 @@ import dns.rdatatype
 import dns.resolver
 
 from probe import failures
+from probe.addresses import is_ip
+from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
+from probe.measure.tlsctx import client_context
 from probe.model import DnsQuery, DnsResponse, DnsResult, Settings
 
 RESOLV_CONF = "/etc/resolv.conf"  # inside `ip netns exec NS` this is /etc/netns/NS/resolv.conf
@@ -94,6 +95,7 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
     kind = kind if kind in _DEFAULT_PORTS else "udp"  # a bounded label even for a bad URL
     resolver_text = query.resolver
     responses: tuple[DnsResponse, ...] = ()
+    why = None
     try:
         resolver = parse_resolver(query.resolver)
         kind = resolver.kind
@@ -103,8 +105,10 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
         message = dns.message.make_query(query.domain, query.qtype)
         async with asyncio.timeout(settings.timeout + settings.dns_linger):  # a hard bound
             responses = await _exchange(message, resolver, settings)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes data
-        failure = failures.classify(exc)
+    except NETWORK_ERRORS as exc:  # every network failure becomes data
+        failure, why = failure_and_cause(exc)
+    except ValueError as exc:  # a resolver URL or name that cannot be used: nothing was sent
+        failure, why = failures.UNKNOWN, cause(exc)
     else:
         failure = _failure_of(responses[0]) if responses else failures.TIMEOUT
     first = responses[0] if responses else None
@@ -113,6 +117,7 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
         elapsed=time.monotonic() - start,
         failure=failure,
         operation=failures.RESOLVE if failure else None,
+        cause=why,
         domain=query.domain,
         resolver=resolver_text,
         resolver_kind=kind,
@@ -136,12 +141,12 @@ async def _exchange(
             resolver.host or "",
             timeout=settings.timeout,
             port=resolver.port,
-            ssl_context=_ssl_context(settings, alpn=["dot"]),
+            ssl_context=client_context(settings.ca_file, alpn=("dot",)),
             server_hostname=resolver.host,
         )
     else:
         answer = await dns.asyncquery.https(
-            message, resolver.url, timeout=settings.timeout, verify=_ssl_context(settings)
+            message, resolver.url, timeout=settings.timeout, verify=client_context(settings.ca_file)
         )
     source = _endpoint((resolver.host, resolver.port))
     return (_response(answer, time.monotonic() - sent, source),)
@@ -197,24 +202,7 @@ def _failure_of(response: DnsResponse) -> str | None:
     return failure
 
 
-def _ssl_context(settings: Settings, alpn: list[str] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if settings.ca_file:
-        context.load_verify_locations(cafile=settings.ca_file)
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    return context
-
-
 def _endpoint(address: tuple) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-
-def is_ip(text: str) -> bool:
-    """Whether `text` is an IPv4 or IPv6 address literal."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

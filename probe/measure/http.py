@@ -11,6 +11,7 @@ trickles a byte at a time cannot hold a measurement for long.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
 import re
 import socket
@@ -25,9 +26,11 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from probe import blockpages, failures
+from probe import failures
+from probe.measure import blockpages
+from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.tlsctx import client_context
 from probe.model import HttpRequest, HttpResult, HttpTimings, Settings
-from probe.tlsctx import client_context
 
 _PHASES = 4  # resolve, connect + TLS, round trip, read
 _MAX_REDIRECTS = 5
@@ -78,15 +81,24 @@ async def measure(
     """
     t0 = settings.since_origin()
     trace, got = _Trace(start=time.monotonic()), _Got()
-    failure: str | None = None
+    failure = cause = None
+    token = _CURRENT_TRACE.set(trace)
     try:
         async with asyncio.timeout(_PHASES * settings.timeout):
             await _fetch(request, settings, trace, got, resolver or aiohttp.ThreadedResolver())
         trace.mark("transfer")
-    except Exception as exc:  # noqa: BLE001 - every failure becomes data
-        failure = failures.classify(exc)
+    except NETWORK_ERRORS as exc:  # every network failure becomes data
+        failure, cause = failure_and_cause(exc)
+    finally:
+        _CURRENT_TRACE.reset(token)
+    return _result(request, t0, trace, got, failure, cause)
+
+
+def _result(request: HttpRequest, t0: float, trace: _Trace, got: _Got, failure: str | None,
+            cause: str | None) -> HttpResult:
+    """What was got, with its title and blockpage match (searched past the kept evidence)."""
     head = _decode(bytes(got.body[:_HEAD]), got.charset)
-    scanned = _decode(bytes(got.body[:_SCAN]), got.charset)  # more than is kept as evidence
+    scanned = _decode(bytes(got.body[:_SCAN]), got.charset)
     title = _title(scanned)
     if got.status is not None and got.blockpage is None:
         got.blockpage = blockpages.match(got.status, got.headers, scanned, title)
@@ -95,6 +107,7 @@ async def measure(
         elapsed=time.monotonic() - trace.start,
         failure=failure,
         operation=_operation(failure, trace.stage),
+        cause=cause,
         url=request.url,
         address=request.address,
         status=got.status,
@@ -115,8 +128,8 @@ _TIMINGS = ("connect", "tls", "first_byte", "transfer")
 async def _fetch(
     request: HttpRequest, settings: Settings, trace: _Trace, got: _Got, names: AbstractResolver
 ) -> None:
-    ctx = client_context(settings.ca_file, alpn=("http/1.1",))  # aiohttp speaks HTTP/1.1 only
-    ctx.sslobject_class = _timed_tls_object(trace)
+    # aiohttp speaks HTTP/1.1 only
+    ctx = client_context(settings.ca_file, alpn=("http/1.1",), sslobject_class=_TimedSSLObject)
     host = URL(request.url).host or ""
     connector = aiohttp.TCPConnector(
         ssl=ctx,
@@ -154,16 +167,23 @@ async def _read_body(content: aiohttp.StreamReader, limit: int, got: _Got) -> No
     del got.body[limit:]
 
 
-def _timed_tls_object(trace: _Trace) -> type[ssl.SSLObject]:
+# The measurement under way in this task. asyncio runs the handshake steps in callbacks that
+# inherit the task's context, so a shared TLS context can still time each request on its own.
+_CURRENT_TRACE: contextvars.ContextVar[_Trace | None] = contextvars.ContextVar(
+    "probe_http_trace", default=None
+)
+
+
+class _TimedSSLObject(ssl.SSLObject):
     """An SSLObject whose first handshake step marks the TCP connection as established."""
 
-    class _TimedSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
+    def do_handshake(self) -> None:
+        trace = _CURRENT_TRACE.get()
+        if trace is not None:
             trace.mark("connect", failures.TLS_HANDSHAKE)
-            super().do_handshake()
+        super().do_handshake()
+        if trace is not None:
             trace.mark("tls")
-
-    return _TimedSSLObject
 
 
 def _trace_config(trace: _Trace) -> aiohttp.TraceConfig:

@@ -7,6 +7,7 @@ import contextlib
 import time
 
 from probe import failures
+from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
 from probe.model import Endpoint, Settings, TcpResult
 
 _CLOSE_GRACE = 1.0  # seconds to wait for our FIN to go out; the result is already known
@@ -15,13 +16,13 @@ _CLOSE_GRACE = 1.0  # seconds to wait for our FIN to go out; the result is alrea
 async def measure(endpoint: Endpoint, settings: Settings) -> TcpResult:
     """Connect within `settings.timeout`; refusals, resets and silence become failure strings."""
     t0, start = settings.since_origin(), time.monotonic()
-    failure = None
+    failure = cause = None
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(settings.timeout):
             _, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes data
-        failure = failures.classify(exc)
+    except NETWORK_ERRORS as exc:  # every network failure becomes data
+        failure, cause = failure_and_cause(exc)
     elapsed = time.monotonic() - start
     if writer is not None:
         await _close(writer)
@@ -30,6 +31,7 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TcpResult:
         elapsed=elapsed,
         failure=failure,
         operation=failures.CONNECT if failure else None,
+        cause=cause,
         address=endpoint.address,
         port=endpoint.port,
     )
@@ -37,6 +39,6 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TcpResult:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(Exception):  # a reset while closing changes nothing measured
+    with contextlib.suppress(*NETWORK_ERRORS):  # a reset while closing changes nothing measured
         async with asyncio.timeout(_CLOSE_GRACE):
             await writer.wait_closed()

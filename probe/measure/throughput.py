@@ -10,14 +10,12 @@ token bucket refill, a scheduler tick). dd-007 uses mean 250 ms, min 25 ms, max 
 10 s tests; our flows last at most ~5 s and the statistics want more points, so we use
 mean 100 ms, min 10 ms, max 300 ms (about 50 samples in 5 s).
 
-Steady state: a policer lets its bucket's burst through, then converges to a flat rate. The
-steady rate is measured after skipping the first `STEADY_SKIP_S` (1 s) of the transfer, or
-the first `STEADY_SKIP_FRACTION` (30 %) of its duration when the transfer is shorter than
-~3.3 s. Rates are counted from the first response byte, so the RTT of the request is excluded.
+Rates are counted from the first response byte, so the RTT of the request is excluded; the
+steady part and the rate arithmetic are in probe.throttling.rates.
 
 Granularity: bytes are counted when TLS records are decrypted, up to 16 KiB at a time, so at
 140 kbit/s a record lands about every 0.9 s and most 100 ms intervals read 0 bytes; the steady
-rate over the whole window is accurate, short-interval rates are not (see probe.throttle).
+rate over the whole window is accurate, short-interval rates are not (see probe.throttling.decide).
 
 Speed: reads go through an asyncio BufferedProtocol into one reused 256 KiB buffer; per read
 the only Python work is an addition and a comparison, which keeps us accurate to 1 Gbit/s.
@@ -33,49 +31,17 @@ import time
 from urllib.parse import urlsplit
 
 from probe import failures
+from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.tlsctx import client_context
 from probe.model import Settings, ThroughputRequest, ThroughputResult
-from probe.tlsctx import client_context
+from probe.throttling.rates import Samples, goodput, steady_samples
 
 SAMPLE_MEAN_S = 0.100
 SAMPLE_MIN_S = 0.010
 SAMPLE_MAX_S = 0.300
-STEADY_SKIP_S = 1.0
-STEADY_SKIP_FRACTION = 0.3
 READ_BUFFER = 256 * 1024
 HEADER_LIMIT = 64 * 1024
 HEADER_READ = 4096
-
-Samples = tuple[tuple[float, int], ...]
-
-
-# --- pure rate arithmetic (also used by probe.throttle) -------------------------------------
-
-
-def goodput(samples: Samples) -> float | None:
-    """Bits per second from the first to the last sample, None when no time elapsed."""
-    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
-        return None
-    (t0, b0), (t1, b1) = samples[0], samples[-1]
-    return 8.0 * (b1 - b0) / (t1 - t0)
-
-
-def steady_samples(samples: Samples) -> Samples:
-    """The samples after the initial burst (see the module doc); all of them if too few remain."""
-    if len(samples) < 2:
-        return samples
-    skip = min(STEADY_SKIP_S, STEADY_SKIP_FRACTION * samples[-1][0])
-    rest = tuple(s for s in samples if s[0] >= skip)
-    return rest if len(rest) >= 2 else (samples[0], samples[-1])
-
-
-def interval_rates(samples: Samples) -> list[float]:
-    """Bits per second of each interval between consecutive steady samples."""
-    steady = steady_samples(samples)
-    return [
-        8.0 * (b1 - b0) / (t1 - t0)
-        for (t0, b0), (t1, b1) in zip(steady, steady[1:], strict=False)
-        if t1 > t0
-    ]
 
 
 def sample_delay(rng: random.Random) -> float:
@@ -177,29 +143,28 @@ class _Flow(asyncio.BufferedProtocol):
 
 
 def _context(settings: Settings, check_hostname: bool) -> ssl.SSLContext:
-    ctx = client_context(settings.ca_file, verify=True)  # no ALPN: we speak HTTP/1.1 only
     # The bulk endpoint answers any SNI with one certificate: verify the chain, not the name.
-    ctx.check_hostname = check_hostname
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    # No ALPN: we speak HTTP/1.1 only.
+    return client_context(settings.ca_file, check_hostname=check_hostname)
 
 
 # --- measuring ---------------------------------------------------------------------------------
 
 
 class _Failed(Exception):
-    """A phase failed: carries the OONI failure string and the operation."""
+    """A phase failed: carries the OONI failure string, the operation and an unknown's cause."""
 
-    def __init__(self, failure: str, operation: str) -> None:
-        super().__init__(failure)
-        self.failure, self.operation = failure, operation
+    def __init__(self, exc: BaseException, operation: str) -> None:
+        super().__init__(operation)
+        self.failure, self.cause = failure_and_cause(exc)
+        self.operation = operation
 
 
 async def _phase(awaitable, timeout: float, operation: str):  # type: ignore[no-untyped-def]
     try:
         return await asyncio.wait_for(awaitable, timeout)
-    except Exception as exc:  # every failure becomes data (see failures.classify)
-        raise _Failed(failures.classify(exc), operation) from exc
+    except NETWORK_ERRORS as exc:  # every network failure becomes data
+        raise _Failed(exc, operation) from exc
 
 
 async def _open(
@@ -277,19 +242,20 @@ def _series(flow: _Flow, timed: list[tuple[float, int]], end: float) -> Samples:
     return ((0.0, flow.first_body), *body, last)
 
 
-def _outcome(flow: _Flow, stalled: str | None) -> tuple[str | None, str | None]:
-    """The (failure, operation) of a flow that got connected."""
+def _outcome(flow: _Flow, stalled: str | None) -> tuple[str | None, str | None, str | None]:
+    """The (failure, operation, cause) of a flow that got connected."""
     operation = failures.READ if flow.header_done else failures.HTTP_ROUND_TRIP
     exc = flow.done.result() if flow.done.done() else None
     if flow.invalid:
-        return failures.HTTP_INVALID_RESPONSE, failures.HTTP_ROUND_TRIP
+        return failures.HTTP_INVALID_RESPONSE, failures.HTTP_ROUND_TRIP, None
     if exc is not None:
-        return failures.classify(exc), operation
+        failure, cause = failure_and_cause(exc)
+        return failure, operation, cause
     if stalled is not None:
-        return stalled, operation
+        return stalled, operation, None
     if flow.status is not None and not 200 <= flow.status < 300:
-        return failures.HTTP_REQUEST_FAILED, failures.HTTP_ROUND_TRIP
-    return None, None
+        return failures.HTTP_REQUEST_FAILED, failures.HTTP_ROUND_TRIP, None
+    return None, None, None
 
 
 async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputResult:
@@ -297,7 +263,7 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
     t0, start = settings.since_origin(), time.monotonic()
     flow = _Flow(request.max_bytes)
     address, samples = request.address, ()
-    failure = operation = None
+    failure = operation = cause = None
     transport: asyncio.Transport | None = None
     try:
         transport, address = await _open(request, settings, flow)
@@ -306,9 +272,9 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random())
         end = flow.end if flow.done.done() else time.monotonic()
         samples = _series(flow, timed, end)
-        failure, operation = _outcome(flow, stalled)
+        failure, operation, cause = _outcome(flow, stalled)
     except _Failed as failed:
-        failure, operation = failed.failure, failed.operation
+        failure, operation, cause = failed.failure, failed.operation, failed.cause
     finally:
         if transport is not None:
             transport.abort()  # no close_notify dance: the flow is over
@@ -318,6 +284,7 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         elapsed=time.monotonic() - start,
         failure=failure,
         operation=operation,
+        cause=cause,
         url=request.url,
         address=address,
         sni=request.sni or urlsplit(request.url).hostname,

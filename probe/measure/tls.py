@@ -18,20 +18,10 @@ from typing import Any
 from cryptography import x509
 
 from probe import failures
+from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.tlsctx import DEFAULT_ALPN, client_context
 from probe.model import CertSummary, Endpoint, Settings, TlsResult
-from probe.tlsctx import DEFAULT_ALPN, client_context
 
-# Failures that prove a TLS server answered on the path (a certificate it sent, an alert).
-PEER_ANSWERED: frozenset[str] = frozenset(
-    {
-        failures.SSL_INVALID_HOSTNAME,
-        failures.SSL_UNKNOWN_AUTHORITY,
-        failures.SSL_INVALID_CERTIFICATE,
-        failures.SSL_FAILED_HANDSHAKE,
-    }
-)
-
-_CERT_FAILURES = PEER_ANSWERED - {failures.SSL_FAILED_HANDSHAKE}  # the certificate was refused
 _MAX_ROUNDS = 256  # reads during one handshake; a real one needs a handful
 _READ_SIZE = 1 << 16
 _DER = 2  # _ssl.ENCODING_DER
@@ -54,15 +44,14 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
     try:
         async with asyncio.timeout(settings.timeout):
             reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes data
+    except NETWORK_ERRORS as exc:  # every network failure becomes data
+        failure, cause = failure_and_cause(exc)
         return TlsResult(
-            **base,
-            elapsed=time.monotonic() - start,
-            failure=failures.classify(exc),
-            operation=failures.CONNECT,
+            **base, elapsed=time.monotonic() - start, failure=failure, operation=failures.CONNECT,
+            cause=cause,
         )
     connect_time = time.monotonic() - start
-    tls, failure = await _tls_over(reader, writer, endpoint.sni, settings)
+    tls, failure, cause = await _tls_over(reader, writer, endpoint.sni, settings)
     done = failure is None
     cipher = tls.cipher() if done else None
     return TlsResult(
@@ -70,6 +59,7 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
         elapsed=time.monotonic() - start,
         failure=failure,
         operation=None if done else failures.TLS_HANDSHAKE,
+        cause=cause,
         connect_time=connect_time,
         tls_version=tls.version() if done else None,
         cipher=cipher[0] if cipher else None,
@@ -84,20 +74,20 @@ async def _tls_over(
     writer: asyncio.StreamWriter,
     sni: str | None,
     settings: Settings,
-) -> tuple[ssl.SSLObject, str | None]:
-    """One handshake on an open connection, which is closed afterwards; (TLS object, failure)."""
+) -> tuple[ssl.SSLObject, str | None, str | None]:
+    """One handshake on an open connection, closed afterwards; (TLS object, failure, cause)."""
     ctx = client_context(settings.ca_file, verify=sni is not None, alpn=DEFAULT_ALPN)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    failure: str | None = None
+    failure = cause = None
     try:
         async with asyncio.timeout(settings.timeout):
             await _handshake(tls, incoming, outgoing, reader, writer)
-    except Exception as exc:  # noqa: BLE001
-        failure = failures.classify(exc)
+    except NETWORK_ERRORS as exc:
+        failure, cause = failure_and_cause(exc)
     finally:
         await _close(writer)
-    return tls, failure
+    return tls, failure, cause
 
 
 async def _handshake(
@@ -139,7 +129,7 @@ async def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(Exception):  # the connection may already be gone
+    with contextlib.suppress(*NETWORK_ERRORS):  # the connection may already be gone
         async with asyncio.timeout(1.0):
             await writer.wait_closed()
 
@@ -149,7 +139,7 @@ def _valid_for_name(sni: str | None, failure: str | None) -> bool | None:
         return None
     if failure is None:
         return True
-    return False if failure in _CERT_FAILURES else None
+    return False if failure in failures.CERT_FAILURES else None
 
 
 def _presented_chain(tls: ssl.SSLObject, done: bool) -> list[bytes]:

@@ -18,15 +18,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from probe.model import Settings, to_dict
-from probe.server.control import Policy, run_control
-from probe.server.limits import MAX_BODY, BadRequest, parse_request
-
-try:  # written alongside this module; the app serves control requests without it
-    from probe.server.bulk import handle_bulk
-except ImportError:  # pragma: no cover - only before probe/server/bulk.py exists
-    handle_bulk = None
-
+from probe.helper_api import API_PATH, BULK_PATH, MAX_BODY, BadRequest, encode_answer, parse_request
+from probe.model import Settings
+from probe.server.bulk import handle_bulk
+from probe.server.outside import Policy, measure_outside
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +79,7 @@ def _authorized(request: web.Request, token: str | None) -> bool:
 
 
 async def _read_request(request: web.Request):
-    """The parsed ControlRequest, or an error Response."""
+    """The parsed HelperRequest, or an error Response."""
     try:
         body = await request.read()  # raises 413 past client_max_size
         return parse_request(json.loads(body))
@@ -113,20 +108,19 @@ async def handle_control(request: web.Request) -> web.Response:
     state.active += 1
     try:
         settings = dataclasses.replace(config.settings, origin=time.monotonic())
-        evidence, complete = await run_control(
+        evidence, complete = await measure_outside(
             parsed, settings, config.policy, config.request_deadline()
         )
     finally:
         state.active -= 1
-    body = to_dict(evidence) | {"client_ip": request.remote, "complete": complete}
-    return web.json_response(body)
+    return web.json_response(encode_answer(evidence, request.remote, complete))
 
 
 async def handle_health(request: web.Request) -> web.Response:
     state, config = request.app[STATE], request.app[CONFIG]
     return web.json_response({
         "status": "ok", "active": state.active, "max_concurrency": config.max_concurrency,
-        "bulk": handle_bulk is not None,
+        "bulk": True,
     })
 
 
@@ -135,10 +129,9 @@ def make_app(config: ServerConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=config.max_body, middlewares=[_json_errors])
     app[CONFIG] = config
     app[STATE] = _State()
-    app.router.add_post("/api/v1/control", handle_control)
+    app.router.add_post(f"/{API_PATH}", handle_control)
     app.router.add_get("/healthz", handle_health)
-    if handle_bulk is not None:
-        app.router.add_get("/bulk", handle_bulk)
+    app.router.add_get(f"/{BULK_PATH}", handle_bulk)
     return app
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from probe.lab import scenarios
-from probe.lab.lab import Lab
+from probe.lab.lifecycle import Lab
 
 PREFIX = "plabt"
 

@@ -10,7 +10,7 @@ import pytest
 
 from probe.lab import scenarios
 from probe.lab.demo import compare, run_scenario, table
-from probe.lab.lab import Lab
+from probe.lab.lifecycle import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from probe.lab import scenarios
-from probe.lab.lab import Lab, LabError
+from probe.lab.lifecycle import Lab, LabError
 
 pytestmark = pytest.mark.lab
 PREFIX = "plabl"

@@ -1,7 +1,7 @@
 """SNI-keyed policing in two namespaces: sni_swap must see it, and only for the matched SNI.
 
 Layout: namespace `srv` runs the bulk endpoint (probe.server.bulk) over TLS; namespace `cli` runs
-probe.abtest.sni_swap. A veth pair joins them. The censor sits on the client's side, as an ISP
+probe.throttling.abtest.sni_swap. A veth pair joins them. The censor sits on the client's side, as an ISP
 middlebox does: in cli's OUTPUT path a string match on the ClientHello (first packets only)
 CONNMARKs the flow; in its INPUT path a hashlimit per flow (src/dst address and port) drops
 marked packets above 140 kbit/s after a 20 kB burst: policing, not queueing (REFERENCES.md).
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CLIENT = """
 import asyncio, json, sys
-from probe import abtest
+from probe.throttling import abtest
 from probe.model import Settings, to_dict
 async def main():
     url, address, target, control, ca = sys.argv[1:6]
@@ -95,7 +95,7 @@ def lab(tmp_path):
         _police(CLI, "twimg.com")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         server = subprocess.Popen(
-            ["ip", "netns", "exec", SRV, sys.executable, "-m", "probe.server.cli", "--host",
+            ["ip", "netns", "exec", SRV, sys.executable, "-m", "probe", "serve", "--host",
              SRV_IP, "--port", "443", "--cert", str(key_pem), "--key", str(key_pem)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         assert server.stderr is not None and "listening" in server.stderr.readline()

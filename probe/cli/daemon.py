@@ -1,0 +1,61 @@
+"""`probe daemon`: the click command; wiring only (probe.monitoring.daemon does the work)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from probe.cli.options import (
+    MeasurementOptions,
+    load_targets_or_exit,
+    measurement_options,
+    targets_option,
+)
+from probe.monitoring.daemon import DEFAULT_LISTEN, Daemon, Schedule, serve
+
+log = logging.getLogger("probe.monitoring.daemon")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:9464) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]") or DEFAULT_LISTEN[0], int(port)
+
+
+def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@targets_option
+@measurement_options
+@click.option("--interval", type=click.FloatRange(10, 7 * 86400), default=900.0,
+              show_default=True, help="Seconds from one run's start to the next.")
+@click.option("--jitter", type=click.FloatRange(0, 86400), default=120.0, show_default=True,
+              help="Up to this many random extra seconds before each run.")
+@click.option("--run-timeout", type=click.FloatRange(1, 86400), default=1800.0,
+              show_default=True, help="A run taking longer is cancelled and counted as failed.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}", show_default=True,
+              callback=_check_listen, help="Serve /metrics here (HOST:PORT).")
+def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, interval: float,
+           jitter: float, run_timeout: float, concurrency: int, listen: tuple[str, int]) -> None:
+    """Measure on an interval and serve Prometheus metrics (stops on SIGTERM)."""
+    from probe.cli.session import Session
+
+    targets = load_targets_or_exit(target_files)
+    session = Session.open(measurement, concurrency)
+
+    schedule = Schedule(interval=interval, jitter=jitter, run_timeout=run_timeout)
+    worker = Daemon(targets, session.run, session.vantage, schedule, session.recorder)
+    log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
+                len(targets), interval, jitter, *listen)
+    asyncio.run(serve(worker, *listen))

@@ -1,0 +1,232 @@
+"""Append-only results: one OONI-format JSON line per target, plus a SQLite index for queries.
+
+Files in `out_dir`:
+- measurements-YYYY-MM-DD.jsonl (UTC date of each measurement's start): one record per line,
+  written with a single write + flush + fsync, so completed targets survive a killed run. A line
+  torn by a crash is skipped when reading, and the next append starts on a fresh line.
+- index.sqlite (WAL): one row per record, for `runs`, `latest` and `history` (baselines).
+
+Before anything is written, every address in `scrub` (the volunteer's public IP as the helper saw
+it, local interface addresses) is replaced by "[scrubbed]" anywhere in the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from probe.model import TargetMeasurement, Vantage
+from probe.results.ooni import from_ooni, scrub, to_ooni
+
+__all__ = ["Store", "local_addresses", "read_measurements", "read_records"]
+
+INDEX_COLUMNS = ("report_id", "input", "domain", "category", "vantage", "asn", "cc", "start_time",
+                 "verdict", "blocking", "failure", "rule", "rate_bps", "control_rate_bps", "ratio",
+                 "method")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY,
+    report_id TEXT NOT NULL, input TEXT NOT NULL, domain TEXT NOT NULL, category TEXT,
+    vantage TEXT NOT NULL, asn TEXT, cc TEXT,
+    start_time REAL NOT NULL,  -- UNIX seconds
+    verdict TEXT NOT NULL, blocking TEXT, failure TEXT, rule TEXT,
+    rate_bps REAL, control_rate_bps REAL, ratio REAL, method TEXT,
+    file TEXT NOT NULL  -- the JSON-lines file holding the full record
+);
+CREATE INDEX IF NOT EXISTS by_domain ON measurements (domain, vantage, start_time);
+CREATE INDEX IF NOT EXISTS by_report ON measurements (report_id);
+"""
+
+
+class Store:
+    """Where one vantage's results go. Not shared between processes writing at once."""
+
+    def __init__(self, out_dir: Path | str, vantage: Vantage | str,
+                 scrub_addresses: Iterable[str] = ()) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
+        self.scrub_addresses: set[str] = set(scrub_addresses)
+        self._db = sqlite3.connect(self.out_dir / "index.sqlite", check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def path_for(self, start_time: float) -> Path:
+        return self.out_dir / f"measurements-{time.strftime('%Y-%m-%d', time.gmtime(start_time))}.jsonl"
+
+    def append(self, m: TargetMeasurement, report_id: str) -> dict[str, Any]:
+        """Writes one judged measurement (durably) and indexes it; returns the record written.
+
+        `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
+        of our public IP) can be added before the targets measured with them are appended."""
+        record = to_ooni(m, report_id, self.vantage)
+        line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
+        path = self.path_for(m.start_time)
+        _append_line(path, line)
+        written = json.loads(line)
+        self._index(written, m, path)
+        return written
+
+    def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
+               vantage: str | None = None) -> None:
+        keys = record["test_keys"]
+        throttling = keys.get("throttling") or {}
+        row = {
+            "report_id": record["report_id"], "input": record["input"],
+            "domain": m.target.domain, "category": m.target.category,
+            "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
+            "start_time": m.start_time, "verdict": keys["verdict"], "blocking": keys["blocking"],
+            "failure": keys["failure"], "rule": keys["rule"],
+            "rate_bps": throttling.get("rate_bps"),
+            "control_rate_bps": throttling.get("control_rate_bps"),
+            "ratio": throttling.get("ratio"), "method": throttling.get("method"),
+            "file": path.name,
+        }
+        names = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self._db:
+            self._db.execute(f"INSERT INTO measurements ({names}) VALUES ({marks})", row)
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first: report_id, vantage, start/end, counts by verdict."""
+        heads = self._db.execute(
+            "SELECT report_id, vantage, MIN(start_time) AS start_time, MAX(start_time) AS end_time,"
+            " COUNT(*) AS targets FROM measurements GROUP BY report_id"
+            " ORDER BY MIN(start_time) DESC LIMIT ?", (limit,)).fetchall()
+        runs = []
+        for head in heads:
+            counts = self._db.execute(
+                "SELECT verdict, COUNT(*) FROM measurements WHERE report_id = ? GROUP BY verdict",
+                (head["report_id"],)).fetchall()
+            runs.append({**dict(head), "counts": {v: n for v, n in counts}})
+        return runs
+
+    def latest(self, report_id: str | None = None) -> list[dict[str, Any]]:
+        """The rows of one run (by default the latest), in the order they were stored."""
+        if report_id is None:
+            newest = self.runs(1)
+            if not newest:
+                return []
+            report_id = newest[0]["report_id"]
+        rows = self._db.execute("SELECT * FROM measurements WHERE report_id = ? ORDER BY id",
+                                (report_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def history(self, domain: str, vantage: str | None = None, limit: int = 100
+                ) -> list[dict[str, Any]]:
+        """Past rows for a domain (from this vantage unless another is named), newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM measurements WHERE domain = ? AND vantage = ?"
+            " ORDER BY start_time DESC, id DESC LIMIT ?",
+            (domain, vantage or self.vantage.name, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def control_rate_history(self, domain: str, limit: int = 500) -> list[tuple[float, float]]:
+        """(start_time, control rate in bit/s) of this vantage's past throughput tests of a
+        domain, oldest first: what the runner's baseline is made of."""
+        rows = self._db.execute(
+            "SELECT start_time, control_rate_bps FROM measurements WHERE domain = ?"
+            " AND vantage = ? AND control_rate_bps IS NOT NULL"
+            " ORDER BY start_time DESC, id DESC LIMIT ?",
+            (domain, self.vantage.name, limit)).fetchall()
+        return [(row[0], row[1]) for row in reversed(rows)]
+
+    def reindex(self) -> int:
+        """Rebuilds the index from the JSON-lines files; returns the number of rows."""
+        with self._db:
+            self._db.execute("DELETE FROM measurements")
+        count = 0
+        for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
+            for record in read_records(path):
+                try:
+                    m = from_ooni(record)
+                except Exception:  # noqa: BLE001 - an unreadable record is left out
+                    continue
+                self._index(record, m, path, record["annotations"].get("vantage", ""))
+                count += 1
+        return count
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every stored record, oldest file first."""
+        for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
+            yield from read_records(path)
+
+
+def _append_line(path: Path, line: str) -> None:
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        if _torn(fd):
+            data = b"\n" + data  # close a line a crash left open, so ours stays whole
+        os.write(fd, data)  # one write; with O_APPEND it lands at the end as a whole
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _torn(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
+    """The records of one JSON-lines file; lines that do not parse (a torn write) are skipped."""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                record = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(record, dict) and "test_keys" in record:
+                yield record
+
+
+def read_measurements(path: Path | str) -> Iterator[TargetMeasurement]:
+    """The TargetMeasurements of one JSON-lines file, skipping what cannot be rebuilt."""
+    for record in read_records(path):
+        try:
+            yield from_ooni(record)
+        except Exception:  # noqa: BLE001 - an old or damaged record must not stop a reader
+            continue
+
+
+def local_addresses() -> set[str]:
+    """This host's interface addresses (to scrub), without loopback; best effort, never raises."""
+    found: set[str] = set()
+    try:
+        out = subprocess.run(["ip", "-j", "addr"], capture_output=True, timeout=5, check=True)
+        for link in json.loads(out.stdout):
+            found.update(a["local"] for a in link.get("addr_info", []) if "local" in a)
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError):
+        pass
+    with contextlib.suppress(OSError):
+        found.update(str(i[4][0]) for i in socket.getaddrinfo(socket.gethostname(), None))
+    return {a for a in found if not _loopback(a)}
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True

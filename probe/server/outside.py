@@ -1,0 +1,140 @@
+"""The helper's side of a control measurement: what the target looks like from outside.
+
+Mirrors what the probe does (probe.runner) so the two can be compared line by line: DNS of the
+URL's host from the helper's own resolver; per address (its own answers first, then the probe's,
+capped) a TCP connect, then TLS with the target SNI and with the control SNI; an HTTP fetch
+pinned to the helper's first answer. Results are collected as they finish, so a request that
+reaches its deadline still returns what was seen (marked incomplete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from probe import failures
+from probe.addresses import is_ip
+from probe.helper_api import HelperRequest
+from probe.measure import dns, http, tcp, tls
+from probe.model import (
+    DnsQuery,
+    DnsResult,
+    Endpoint,
+    Evidence,
+    HttpRequest,
+    HttpResult,
+    Settings,
+    TcpResult,
+    TlsResult,
+)
+from probe.server.limits import PermittedResolver, permitted
+
+
+@dataclass(frozen=True)
+class Policy:
+    resolver: str = "system"  # as in DnsQuery.resolver
+    max_addresses: int = 8  # addresses tested per request
+    allow_private: bool = False  # connect to loopback/private addresses (labs and tests only)
+
+
+@dataclass
+class _Found:
+    """Results gathered so far, appended by concurrent tasks as each finishes; TCP and TLS are
+    keyed by (address index, handshake index) so that the order does not depend on timing."""
+
+    dns: list[DnsResult] = field(default_factory=list)
+    tcp: list[tuple[int, TcpResult]] = field(default_factory=list)
+    tls: list[tuple[tuple[int, int], TlsResult]] = field(default_factory=list)
+    http: list[HttpResult] = field(default_factory=list)
+
+    def evidence(self) -> Evidence:
+        return Evidence(
+            dns=tuple(self.dns),
+            tcp=tuple(r for _, r in sorted(self.tcp, key=lambda kr: kr[0])),
+            tls=tuple(r for _, r in sorted(self.tls, key=lambda kr: kr[0])),
+            http=tuple(self.http),
+        )
+
+
+def _host(request: HelperRequest) -> str:
+    return (urlsplit(request.url).hostname or request.domain).lower()
+
+
+def choose_addresses(own: tuple[str, ...], probe_seen: tuple[str, ...], policy: Policy):
+    """The helper's answers first, then the probe's; permitted ones only, capped."""
+    ordered = dict.fromkeys(a for a in own + probe_seen if is_ip(a))
+    allowed = [a for a in ordered if permitted(a, policy.allow_private)]
+    return tuple(allowed[: policy.max_addresses])
+
+
+async def _resolve(host: str, settings: Settings, policy: Policy, found: _Found) -> tuple[str, ...]:
+    if is_ip(host):
+        return (host,)
+    result = await dns.measure(DnsQuery(host, policy.resolver), settings)
+    found.dns.append(result)
+    return result.addresses if result.failure is None else ()
+
+
+async def _per_address(
+    index: int, address: str, request: HelperRequest, https: bool, settings: Settings,
+    found: _Found,
+) -> None:
+    found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
+    if not https:
+        return
+    snis = [_host_sni(request)]
+    if request.control_domain and request.control_domain not in snis:
+        snis.append(request.control_domain)
+    for n, sni in enumerate(snis):
+        result = await tls.measure(Endpoint(address, request.port, sni), settings)
+        found.tls.append(((index, n), result))
+
+
+def _host_sni(request: HelperRequest) -> str:
+    return _host(request) if not is_ip(_host(request)) else request.domain
+
+
+async def _fetch(
+    request: HelperRequest, own: tuple[str, ...], settings: Settings, policy: Policy, found: _Found
+) -> None:
+    if not own:  # the helper could not resolve the name either: say so, as OONI's helper does
+        failure = found.dns[-1].failure if found.dns else None
+        found.http.append(HttpResult(
+            url=request.url, t0=settings.since_origin(),
+            failure=failure or failures.DNS_NO_ANSWER, operation=failures.RESOLVE,
+        ))
+        return
+    pinned = next((a for a in own if permitted(a, policy.allow_private)), None)
+    if pinned is not None:  # else the name points somewhere the helper must not go
+        names = PermittedResolver(policy.allow_private)
+        try:
+            fetch = await http.measure(HttpRequest(request.url, pinned), settings, resolver=names)
+        finally:
+            await names.close()
+        found.http.append(fetch)
+
+
+async def _measure_all(
+    request: HelperRequest, settings: Settings, policy: Policy, found: _Found
+) -> None:
+    own = await _resolve(_host(request), settings, policy, found)
+    addresses = choose_addresses(own, request.addresses, policy)
+    https = urlsplit(request.url).scheme == "https"
+    async with asyncio.TaskGroup() as group:
+        for index, address in enumerate(addresses):
+            group.create_task(_per_address(index, address, request, https, settings, found))
+        group.create_task(_fetch(request, own, settings, policy, found))
+
+
+async def measure_outside(
+    request: HelperRequest, settings: Settings, policy: Policy, deadline: float
+) -> tuple[Evidence, bool]:
+    """The Evidence seen from here, and whether everything finished before `deadline` seconds."""
+    found = _Found()
+    try:
+        async with asyncio.timeout(deadline):
+            await _measure_all(request, settings, policy, found)
+    except TimeoutError:  # the deadline, not a network failure: those are inside the results
+        return found.evidence(), False
+    return found.evidence(), True

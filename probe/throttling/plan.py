@@ -1,0 +1,104 @@
+"""Which throughput tests a reachable target gets, and the one estimate its verdict uses.
+
+Order: the SNI-swap A/B against the helper (same server, same bytes, only the SNI differs: the
+strongest evidence); then, only if that was not decisive or there is no helper, the direct test
+(a real object of the target against a control object of similar size). Both share one data
+budget per target. The target's own history gives the rate the control side is expected to
+reach (`baseline`), so that a control far below its usual rate marks the run `degraded` (a slow
+link) rather than letting a volunteer's bad evening look like anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from probe.addresses import is_ip
+from probe.helper_api import BULK_PATH
+from probe.measure import dns
+from probe.model import DnsQuery, Settings, Target, ThrottleEstimate, ThroughputResult
+from probe.throttling import abtest, baseline, decide
+
+RateHistory = Callable[[str], Sequence[tuple[float, float]]]  # domain -> (time, control bps)
+DECISIVE = frozenset({"throttled", "clean"})
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the flows go: the helper's bulk URL and address (SNI-swap), if any."""
+
+    bulk_url: str | None = None
+    bulk_address: str | None = None
+    control_sni: str | None = None
+
+
+def expected_rate(target: Target, history: RateHistory | None) -> float | None:
+    """The control rate this target's runs usually see (None during warm-up or without history)."""
+    if history is None:
+        return None
+    return baseline.baseline(sorted(history(target.domain)))
+
+
+def strongest(estimates: Sequence[ThrottleEstimate]) -> ThrottleEstimate | None:
+    """The most severe state wins (throttled > degraded > inconclusive > clean), then confidence."""
+    if not estimates:
+        return None
+    return max(estimates, key=lambda e: (decide.STATES.index(e.state), e.confidence or 0.0))
+
+
+async def measure(
+    target: Target, host: str, paths: Paths, settings: Settings, budget: int,
+    history: RateHistory | None = None,
+) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
+    """Every flow measured for the target, and the estimate its verdict should use."""
+    expected = expected_rate(target, history)
+    flows: list[ThroughputResult] = []
+    estimates: list[ThrottleEstimate] = []
+    if paths.bulk_url:
+        targets, controls, estimate = await abtest.sni_swap(
+            paths.bulk_url, paths.bulk_address, host, paths.control_sni, settings,
+            abtest.Budget(total_bytes=budget), expected_bps=expected,
+        )
+        flows += [*targets, *controls]
+        estimates.append(estimate)
+    left = budget - sum(f.bytes_received for f in flows)
+    undecided = not estimates or estimates[-1].state not in DECISIVE
+    if undecided and target.throughput_url and target.control_throughput_url and left > 0:
+        targets, controls, estimate = await abtest.direct(
+            target.throughput_url, target.control_throughput_url, settings,
+            abtest.Budget(total_bytes=left), expected_bps=expected,
+        )
+        flows += [*targets, *controls]
+        estimates.append(estimate)
+    return tuple(flows), strongest(estimates)
+
+
+class ThroughputTests:
+    """The throughput tests of one run: the helper's bulk endpoint (its address resolved once,
+    so every SNI-swap flow goes to the same server), the budget and the rate history."""
+
+    def __init__(self, helper_url: str | None, budget: int, history: RateHistory | None) -> None:
+        self.helper_url, self.budget, self.history = helper_url, budget, history
+        self._address: str | None = None  # flows run one at a time: no lock needed
+
+    def possible(self, target: Target) -> bool:
+        """SNI-swap needs a helper; the direct test needs both objects named in the list."""
+        return bool(self.helper_url or (target.throughput_url and target.control_throughput_url))
+
+    async def measure(
+        self, target: Target, host: str, control_sni: str, settings: Settings
+    ) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
+        paths = Paths(control_sni=control_sni)
+        if self.helper_url:
+            paths = Paths(bulk_url=urljoin(self.helper_url, f"{BULK_PATH}?bytes={self.budget}"),
+                          bulk_address=await self._helper_address(settings),
+                          control_sni=control_sni)
+        return await measure(target, host, paths, settings, self.budget, self.history)
+
+    async def _helper_address(self, settings: Settings) -> str:
+        if self._address is None:
+            host = urlsplit(self.helper_url or "").hostname or ""
+            answer = None if is_ip(host) else await dns.measure(DnsQuery(host), settings)
+            self._address = answer.addresses[0] if answer and answer.addresses else host
+        return self._address
