@@ -201,15 +201,16 @@ class Evidence:
 
 @dataclass(frozen=True, kw_only=True)
 class ThrottleEstimate:
-    state: str  # throttled | degraded | clean | inconclusive
-    method: str  # sni_swap | direct | baseline
-    rate_bps: float | None
-    control_rate_bps: float | None
-    ratio: float | None  # target rate / control rate, 0..1 when slower
-    p_value: float | None
-    confidence: float | None  # 0..1
+    state: str  # throttled | degraded | clean | inconclusive | not_measured
+    method: str  # sni_swap | direct | baseline | none
+    rate_bps: float | None = None
+    control_rate_bps: float | None = None
+    ratio: float | None = None  # target rate / control rate, 0..1 when slower
+    p_value: float | None = None
+    confidence: float | None = None  # 0..1
     bytes_used: int = 0
     samples: int = 0
+    reason: str | None = None  # why throttling was not measured, when it was not
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,6 +222,8 @@ class Verdict:
     reason: str = ""  # one sentence a person can read
     failure: str | None = None  # the decisive failure string, if any
     throttling: ThrottleEstimate | None = None
+    decided_by: str | None = None  # the control whose evidence decided (helper, resolvers ...)
+    notes: tuple[str, ...] = ()  # what a reader should know: controls that disagree or broke
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,8 +232,8 @@ class TargetMeasurement:
     start_time: float  # UNIX seconds
     runtime: float  # seconds
     probe: Evidence
-    control: Evidence  # from the control resolver and/or the helper server
-    control_source: str = "none"  # helper | control-resolver | none
+    control: Evidence  # what the helper (ours or an OONI test helper) saw from outside
+    control_source: str = "none"  # helper | ooni-th | control-resolver | none
     verdict: Verdict | None = None
 
 

@@ -204,8 +204,14 @@ def _control_shows_down(control: Evidence, probe: Evidence) -> bool:
 
     A helper's failed connects count only to addresses a control gave (its own resolver's, or
     the control resolver's): the probe's own answers may be forged, and failing to reach a
-    forged address says nothing about the target."""
-    if control.dns and all(d.rcode == "NXDOMAIN" and not d.addresses for d in control.dns):
+    forged address says nothing about the target. The helper's resolver alone saying NXDOMAIN
+    while a control resolver resolves the name is a broken control, not "down"; and a known
+    blockpage at the probe's own answer is DNS blocking even then (OONI's ghost DNS)."""
+    if any(h.blockpage for h in probe.http):
+        return False
+    resolvers_resolve = any(d.addresses for d in probe.dns if d.resolver_kind != "system")
+    if control.dns and not resolvers_resolve and all(
+            d.rcode == "NXDOMAIN" and not d.addresses for d in control.dns):
         return True
     vouched = {a for d in (*control.dns, *probe.dns) if d.resolver_kind != "system"
                for a in d.addresses}
@@ -279,3 +285,49 @@ def test_judge_never_raises_on_wild_evidence(probe, control, throttle, url):
     m = TargetMeasurement(target=target, start_time=0.0, runtime=0.0, probe=probe,
                           control=control)
     assert judge(m, throttle).verdict in VERDICTS
+
+
+# --- several controls: which one decided, and when they disagree or break ---------------------
+
+
+def test_ghost_dns_blockpage_is_dns_blocking_though_the_name_resolves_nowhere():
+    """OONI's ghost DNS: the name exists nowhere, but the probe's resolver answers with the
+    address of a known blockpage host."""
+    url = f"http://{F.DOMAIN}/"
+    probe = Evidence(dns=(F.dns((F.FORGED,)), F.nxdomain(kind="https")),
+                     tcp=(F.tcp(F.FORGED, port=80),),
+                     http=(F.http(url=url, blockpage="ru.rkn", address=F.FORGED),))
+    control = Evidence(dns=(F.nxdomain(kind="helper"),))
+    v = judge(F.measurement(probe, control, tgt=F.target(url=url)))
+    assert (v.verdict, v.blocking, v.rule) == ("blocked", "dns", "dns.ghost_blockpage")
+    # without a known blockpage the same evidence is never called blocked
+    quiet = Evidence(dns=probe.dns, tcp=probe.tcp, http=(F.http(url=url, address=F.FORGED),))
+    assert judge(F.measurement(quiet, control, tgt=F.target(url=url))).verdict != "blocked"
+
+
+def test_a_helper_with_a_dead_resolver_is_a_broken_control_not_an_outage():
+    probe = Evidence(dns=(F.nxdomain(), F.dns(kind="https")))
+    control = Evidence(dns=(F.dns((), kind="helper", rcode="SERVFAIL",
+                                  failure="dns_servfail_error"),))
+    v = judge(F.measurement(probe, control))
+    assert (v.verdict, v.rule) == ("blocked", "dns.nxdomain")
+    assert v.decided_by == "https://dns.example/dns-query"
+    assert any("broken control" in note for note in v.notes)
+
+
+def test_control_resolvers_that_disagree_are_noted_and_counted_together():
+    first = F.dns((F.REAL,), kind="https")
+    other = dataclasses.replace(F.dns((F.REAL2,), kind="https"),
+                                resolver="https://9.9.9.9/dns-query")
+    probe = dataclasses.replace(F.clean_probe(), dns=(F.dns((F.REAL2,)), first, other))
+    v = judge(F.measurement(probe, Evidence()))
+    assert v.verdict == "accessible"  # the probe's answer matches one of them
+    assert v.decided_by == "https://dns.example/dns-query, https://9.9.9.9/dns-query"
+    assert [n for n in v.notes if "disagree" in n]
+
+
+def test_each_verdict_names_the_control_it_rests_on():
+    assert judge(F.measurement(F.tls_broken("connection_reset"))).decided_by.startswith(
+        "control SNI at ")
+    blackholed = Evidence(dns=(F.dns(),), tcp=(F.tcp(failure=F.TIMEOUT),))
+    assert judge(F.measurement(blackholed)).decided_by == "helper"

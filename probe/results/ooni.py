@@ -122,6 +122,8 @@ def _test_keys(m: TargetMeasurement) -> dict[str, Any]:
         "rule": v.rule,
         "rules_version": v.rules_version,
         "reason": v.reason,
+        "decided_by": v.decided_by,
+        "notes": list(v.notes),
         "throttling": to_dict(v.throttling) if v.throttling else None,
         "control_source": m.control_source,
         "control": _ooni_lists(m.control),

@@ -31,4 +31,6 @@ def _verdict(rule: Rule, f: Facts) -> Verdict:
         reason=rule.explain(f),
         failure=rule.failure_of(f),
         throttling=f.throttle,
+        decided_by=rule.control_of(f),
+        notes=f.notes,
     )

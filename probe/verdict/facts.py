@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from probe import failures
 from probe.addresses import is_bogon
 from probe.model import DnsResult, HttpResult, TargetMeasurement, ThrottleEstimate, TlsResult
+from probe.verdict.control_side import control_facts, nxdomain, tls_answered
 
 CONTROL_DNS_KINDS = frozenset({"udp", "tls", "https", "helper"})
 
@@ -60,6 +61,10 @@ class Facts:
     control_http_ok: bool = False
     control_down: str | None = None  # dns | tcp | tls | http: where the control failed too
     control_failure: str | None = None
+    ghost_dns: bool = False  # a blockpage at the probe's answer for a name that resolves nowhere
+    control_source: str = "none"  # helper | ooni-th | control-resolver | none
+    dns_controls: tuple[str, ...] = ()  # the control resolvers (and helper) that gave addresses
+    notes: tuple[str, ...] = ()  # controls that disagree or broke, for the reader
 
     @property
     def probe_ok(self) -> bool:
@@ -101,7 +106,8 @@ def facts(m: TargetMeasurement, throttle: ThrottleEstimate | None = None) -> Fac
     f = _tcp_facts(f, m)
     f = _tls_facts(f, target_tls, control_sni_tls)
     f = _http_facts(f, m.probe.http, m.control.http)
-    return _control_facts(f, control_dns, m, helper_tls)
+    f = replace(f, control_source=m.control_source)
+    return control_facts(f, control_dns, m, helper_tls)
 
 
 def _host(url: str) -> str | None:
@@ -131,7 +137,7 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
         control_addrs=control_addrs,
         dns_consistent=consistent,
         dns_compared=bool(probe_addrs and control_addrs),
-        probe_nxdomain=any(_nxdomain(d) for d in own) and not probe_addrs,
+        probe_nxdomain=any(nxdomain(d) for d in own) and not probe_addrs,
         probe_dns_failure=failure,
         injected=any(_injected(d) for d in own),
         bogons=tuple(sorted(a for a in probe_addrs if is_bogon(a) and a not in control_addrs)),
@@ -141,10 +147,6 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
 def _proves(t: TlsResult, domain: str) -> bool:
     """A handshake naming the target, whose certificate was checked and valid for it."""
     return t.failure is None and t.cert_valid_for_name is True and (t.sni or "").lower() == domain
-
-
-def _nxdomain(d: DnsResult) -> bool:
-    return d.failure == failures.DNS_NXDOMAIN or d.rcode == "NXDOMAIN"
 
 
 def _injected(d: DnsResult) -> bool:
@@ -165,10 +167,6 @@ def _tls_valid(t: TlsResult) -> bool:
     return t.failure is None and t.cert_valid_for_name is not False
 
 
-def _answered(t: TlsResult) -> bool:
-    return t.failure is None or t.failure in failures.PEER_ANSWERED
-
-
 def _tls_facts(f: Facts, target: tuple[TlsResult, ...], control: tuple[TlsResult, ...]) -> Facts:
     ok = any(_tls_valid(t) for t in target)
     mitm = any(
@@ -179,7 +177,7 @@ def _tls_facts(f: Facts, target: tuple[TlsResult, ...], control: tuple[TlsResult
     broken = [t for t in target
               if t.failure in failures.INTERFERENCE and t.operation != failures.CONNECT]
     interfered = bool(target) and not ok and len(broken) == len(target)
-    answered_at = {t.address for t in control if _answered(t)}
+    answered_at = {t.address for t in control if tls_answered(t)}
     sni_address = next((t.address for t in broken if t.address in answered_at), None)
     failure = next((t.failure for t in target if t.failure), None) if not ok else None
     return replace(f, tls_target_ok=ok, tls_mitm=mitm and not ok, tls_failure=failure,
@@ -214,34 +212,3 @@ def _http_diff(probe: Iterable[HttpResult], control: Iterable[HttpResult]) -> st
     if theirs.title and mine.title != theirs.title:
         return f"title {mine.title!r} where the control got {theirs.title!r}"
     return None
-
-
-# --- the control side -------------------------------------------------------------------------
-
-
-def _control_facts(f: Facts, control_dns: tuple[DnsResult, ...], m: TargetMeasurement,
-                   helper_tls: tuple[TlsResult, ...]) -> Facts:
-    """Where the control failed too: then nothing is blocked, the target is down."""
-    down, failure = None, None
-    # the helper's own DNS alone, or all control DNS together, saying the name does not resolve
-    negative = _negative(m.control.dns) or _negative(control_dns)
-    # the helper may also try the probe's (possibly forged) addresses: judge it on its own ones
-    own = frozenset(a for d in control_dns for a in d.addresses)
-    tcp = [t for t in m.control.tcp if not own or t.address in own]
-    tls = [t for t in helper_tls if not own or t.address in own]
-    if negative:
-        down, failure = "dns", negative[0].failure or failures.DNS_NXDOMAIN
-    elif tcp and not any(t.failure is None for t in tcp):
-        down, failure = "tcp", tcp[0].failure
-    elif tls and not any(_answered(t) for t in tls):
-        down, failure = "tls", tls[0].failure
-    elif m.control.http and not f.control_http_ok:
-        down, failure = "http", m.control.http[0].failure
-    return replace(f, control_down=down, control_failure=failure)
-
-
-def _negative(results: tuple[DnsResult, ...]) -> list[DnsResult]:
-    """The answers proving the name does not resolve, when no answer gave an address."""
-    if any(d.addresses for d in results):
-        return []
-    return [d for d in results if d.failure in failures.DNS_NEGATIVE or _nxdomain(d)]

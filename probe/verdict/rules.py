@@ -1,6 +1,9 @@
 """The verdict rules, as data: one frozen Rule per case, walked in order, first match wins.
 
 Order, and why:
+0. dns.ghost_blockpage  a known blockpage at the address the probe's resolver gave, for a name
+                 that resolves nowhere else (OONI's "ghost DNS"): DNS blocking, though the
+                 control cannot resolve the name either.
 1. down.*        the control failed too (and the probe did not get through): never "blocked".
 2. dns.blockpage  a blockpage reached through a DNS answer the control does not give: the lie
                  is in DNS (as OONI judges it), the page is its consequence.
@@ -14,7 +17,9 @@ Order, and why:
 10. inconclusive.*  everything else (failures with nothing to compare them with).
 
 Every rule with a `blocking` also requires that no control failed (`Facts.control_down`): a
-target that is down everywhere is never called blocked. Bump RULES_VERSION when a rule changes.
+target that is down everywhere is never called blocked (the ghost blockpage is the one exception:
+the page itself is the proof). `uses` names the kind of control whose evidence decides, so that a
+verdict can say which control it rests on. Bump RULES_VERSION when a rule changes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from probe import failures
 if TYPE_CHECKING:
     from probe.verdict.facts import Facts
 
-RULES_VERSION = "2026.1"
+RULES_VERSION = "2026.2"
 
 VERDICTS = frozenset({"accessible", "blocked", "throttled", "degraded", "down", "inconclusive"})
 BLOCKINGS = frozenset({"dns", "tcp", "tls", "http"})
@@ -47,11 +52,25 @@ class Rule:
     when: Callable[[Facts], bool]
     reason: str  # one sentence, formatted with the facts as `f`
     failure: Callable[[Facts], str | None] = _none  # the decisive failure string
+    uses: str = ""  # dns | helper | sni | throughput | "" (no control needed)
+    overrides_down: bool = False  # holds even when the control failed too
 
     def holds(self, f: Facts) -> bool:
-        if self.blocking is not None and f.control_down is not None:
+        if self.blocking is not None and f.control_down is not None and not self.overrides_down:
             return False
         return bool(self.when(f))
+
+    def control_of(self, f: Facts) -> str | None:
+        """The control this verdict rests on, in words."""
+        if self.uses == "dns":
+            return ", ".join(f.dns_controls) or None
+        if self.uses == "helper":
+            return f.control_source if f.control_source != "none" else None
+        if self.uses == "sni":
+            return f"control SNI at {f.sni_address}" if f.sni_address else None
+        if self.uses == "throughput" and f.throttle is not None:
+            return f.throttle.method
+        return None
 
     def explain(self, f: Facts) -> str:
         return self.reason.format(f=f)
@@ -70,6 +89,7 @@ def _down(part: str, what: str) -> Rule:
         reason=f"The control {what} {{f.domain}} either ({{f.control_failure}}), "
         "so it is down everywhere, not blocked here.",
         failure=lambda f: f.control_failure,
+        uses="dns" if part == "dns" else "helper",
     )
 
 
@@ -85,10 +105,20 @@ def _sni(name: str, failing: frozenset[str], how: str) -> Rule:
         reason=f"TLS handshakes naming {{f.domain}} {how} ({{f.tls_failure}}) while another "
         "name gets answers from the same address {f.sni_address}.",
         failure=lambda f: f.tls_failure,
+        uses="sni",
     )
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "dns.ghost_blockpage", "blocked", "dns",
+        "A known blockpage at the probe's DNS answer for a name that resolves nowhere else.",
+        lambda f: f.ghost_dns,
+        "The probe's resolver sent {f.domain}, which resolves nowhere else, to a blockpage "
+        "({f.blockpage}).",
+        lambda f: f.probe_dns_failure,
+        uses="dns", overrides_down=True,
+    ),
     _down("dns", "could not resolve"),
     _down("tcp", "could not connect to"),
     _down("tls", "could not complete a TLS handshake with"),
@@ -99,6 +129,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.blockpage is not None and f.dns_compared and not f.dns_consistent,
         "The probe's resolver sent {f.domain} to a blockpage host ({f.blockpage}).",
         lambda f: f.probe_dns_failure,
+        uses="dns",
     ),
     Rule(
         "http.blockpage", "blocked", "http", "The response matches a known blockpage.",
@@ -117,6 +148,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.probe_nxdomain and bool(f.control_addrs),
         "The probe's resolver says {f.domain} does not exist while the control resolves it.",
         lambda f: failures.DNS_NXDOMAIN,
+        uses="dns",
     ),
     Rule(
         "dns.bogon", "blocked", "dns",
@@ -125,6 +157,7 @@ RULES: tuple[Rule, ...] = (
         "The probe's resolver answers {f.domain} with reserved address {f.bogons[0]}, "
         "which the control does not give.",
         lambda f: failures.DNS_BOGON,
+        uses="dns",
     ),
     Rule(
         "dns.failure", "blocked", "dns", "The probe's resolver fails where the control resolves.",
@@ -132,6 +165,7 @@ RULES: tuple[Rule, ...] = (
         and bool(f.control_addrs) and not f.probe_ok,
         "The probe could not resolve {f.domain} ({f.probe_dns_failure}) while the control can.",
         lambda f: f.probe_dns_failure,
+        uses="dns",
     ),
     Rule(
         "dns.inconsistent", "blocked", "dns",
@@ -141,6 +175,7 @@ RULES: tuple[Rule, ...] = (
         "The probe's DNS answers for {f.domain} share no address with the control's and none "
         "serves a valid certificate.",
         lambda f: f.tls_failure or f.http_failure,
+        uses="dns",
     ),
     Rule(
         "tcp.blackhole", "blocked", "tcp",
@@ -149,6 +184,7 @@ RULES: tuple[Rule, ...] = (
         "The probe could not connect to any address of {f.domain} ({f.tcp_failure}) while "
         "the helper could.",
         lambda f: f.tcp_failure,
+        uses="helper",
     ),
     Rule(
         "tls.mitm", "blocked", "tls",
@@ -158,6 +194,7 @@ RULES: tuple[Rule, ...] = (
         "The probe was shown a certificate not valid for {f.domain} while the helper got a "
         "valid one: TLS interception.",
         lambda f: f.tls_failure or failures.SSL_INVALID_CERTIFICATE,
+        uses="helper",
     ),
     _sni("reset", frozenset({failures.CONNECTION_RESET, failures.CONNECTION_ABORTED}), "are reset"),
     _sni("timeout", frozenset({failures.TIMEOUT}), "go silent"),
@@ -168,6 +205,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.tls_interfered and (f.control_tls_ok or f.control_http_ok),
         "TLS handshakes with {f.domain} fail ({f.tls_failure}) while the helper completes them.",
         lambda f: f.tls_failure,
+        uses="helper",
     ),
     Rule(
         "throttle.throttled", "throttled", None,
@@ -175,6 +213,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.throttle_state == "throttled" and (f.probe_ok or f.tls_target_ok)
         and f.dns_acceptable,
         "{f.domain} is reachable but throttled: its flows run far slower than a control's.",
+        uses="throughput",
     ),
     Rule(
         "throttle.degraded", "degraded", None,
@@ -182,30 +221,35 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.throttle_state == "degraded" and (f.probe_ok or f.tls_target_ok)
         and f.dns_acceptable,
         "{f.domain} is reachable but slow, and so is the control: the network is degraded.",
+        uses="throughput",
     ),
     Rule(
         "http.failure", "blocked", "http", "The probe's fetch fails while the helper's works.",
         lambda f: f.http_done and not f.http_ok and f.control_http_ok,
         "The probe's fetch of {f.domain} failed ({f.http_failure}) while the helper's worked.",
         lambda f: f.http_failure,
+        uses="helper",
     ),
     Rule(
         "http.diff", "blocked", "http",
         "A plain-HTTP response differs from the helper's (status or title).",
         lambda f: f.http_diff is not None and f.dns_acceptable,
         "The probe's plain-HTTP response from {f.domain} differs from the helper's: {f.http_diff}.",
+        uses="helper",
     ),
     Rule(
         "accessible.http", "accessible", None,
         "The fetch works and DNS is not contradicted.",
         lambda f: f.http_ok and f.dns_acceptable,
         "The probe fetched {f.domain} and its DNS answers agree with the control.",
+        uses="dns",
     ),
     Rule(
         "accessible.tls", "accessible", None,
         "No fetch was made, but a target-SNI handshake with a valid certificate works.",
         lambda f: f.tls_target_ok and not f.http_done and f.dns_acceptable,
         "The probe completed a valid TLS handshake with {f.domain}.",
+        uses="dns",
     ),
     Rule(
         "inconclusive.no_control", "inconclusive", None,
