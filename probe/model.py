@@ -39,6 +39,10 @@ class Vantage:
     network_name: str = ""
 
 
+class VantageOffline(Exception):
+    """The vantage point has no usable network: nothing was measured (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Knobs every measurement function receives (the uniform second argument)."""

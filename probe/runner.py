@@ -29,6 +29,7 @@ from probe.model import (
     Settings,
     Target,
     TargetMeasurement,
+    ThrottleEstimate,
 )
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ DEFAULT_CONTROL_SNI = "www.example.com"
 @dataclass(frozen=True)
 class RunPlan:
     settings: Settings = field(default_factory=Settings)
-    control_resolver: str | None = None  # udp://, tls:// or https:// URL
-    helper_url: str | None = None  # https://helper.example/
+    control_resolvers: tuple[str, ...] = ()  # udp://, tls:// or https:// URLs, asked in parallel
+    helper_url: str | None = None  # https://helper.example/ (`probe serve`)
     helper_token: str | None = None
+    th_urls: tuple[str, ...] = ()  # OONI-protocol test helpers, tried in order
     concurrency: int = 8
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
@@ -91,9 +93,8 @@ def _addresses(results: Sequence[DnsResult], limit: int) -> tuple[str, ...]:
 
 
 async def _resolve(target: Target, plan: RunPlan, settings: Settings) -> tuple[DnsResult, ...]:
-    queries = [DnsQuery(_host(target), "system")]
-    if plan.control_resolver:
-        queries.append(DnsQuery(_host(target), plan.control_resolver))
+    host = _host(target)
+    queries = [DnsQuery(host, "system"), *(DnsQuery(host, r) for r in plan.control_resolvers)]
     return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries)))
 
 
@@ -147,7 +148,18 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
 def _control_source(plan: RunPlan) -> str:
     if plan.helper_url:
         return "helper"
-    return "control-resolver" if plan.control_resolver else "none"
+    if plan.th_urls:
+        return "ooni-th"
+    return "control-resolver" if plan.control_resolvers else "none"
+
+
+def not_measured(plan: RunPlan) -> ThrottleEstimate:
+    """Why a reachable target got no throughput test: the verdict says so instead of staying
+    silent (an `accessible` without it would hide that throttling was never looked for)."""
+    reason = ("throughput tests were turned off" if not plan.throughput else
+              "no helper with a bulk endpoint (--helper) and no throughput_url/"
+              "control_throughput_url pair in the list")
+    return ThrottleEstimate(state="not_measured", method="none", reason=reason)
 
 
 async def measure_target(
@@ -174,6 +186,8 @@ async def measure_target(
             flows, throttle = await tests.measure(target, _host(target), control_sni(target, plan),
                                                   settings)
         measurement = replace(measurement, probe=replace(probe, throughput=flows))
+    if throttle is None and first.verdict == "accessible":
+        throttle = not_measured(plan)
     final = judging.judge(measurement, throttle) if throttle else first
     return replace(measurement, runtime=settings.since_origin(), verdict=final)
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from dnsserver import Rule
 from test_runner import isp, lab  # noqa: F401 (fixtures)
+from test_server import closed_port
 
 from probe.cli import main
 
@@ -96,3 +97,38 @@ async def test_check_prints_the_trace_and_the_verdict(tmp_path, lab, isp) -> Non
     result = await asyncio.to_thread(invoke, *args)
     assert result.exit_code == 0, result.output
     assert "dns_nxdomain_error" in result.stdout and "blocked" in result.stdout
+
+
+@root_only
+async def test_run_says_whom_it_contacts_and_what_it_did_not_measure(tmp_path, lab, isp) -> None:  # noqa: F811
+    isp.zone["example.test"] = Rule.answer("127.0.0.1")
+    isp.zone["www.example.test"] = Rule.answer("127.0.0.1")
+    args = ["run", "--targets", str(_targets_file(tmp_path, lab)), "--json",
+            "--out", str(tmp_path / "out"), "--ca-file", lab.ca_file,
+            "--control-resolver", lab.dns.udp_url, "--timeout", "1.5"]
+    result = await asyncio.to_thread(invoke, *args)
+    assert result.exit_code == 0, result.output
+    err = result.stderr.splitlines()
+    assert err[0].startswith("probe: besides the targets, this run contacts") and lab.dns.udp_url in err[1]
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    reached = [o for o in objects if o["verdict"] == "accessible"]
+    assert reached and all(o["throttling"]["state"] == "not_measured" for o in reached)
+    assert "no helper with a bulk endpoint" in reached[0]["throttling"]["reason"]
+    assert err[-1].startswith(f"probe: throttling was not measured for {len(reached)} targets")
+    assert "docs/helper.md" in err[-1]
+
+
+@root_only
+async def test_unreachable_controls_are_said_once_and_the_run_goes_on(tmp_path, lab, isp) -> None:  # noqa: F811
+    isp.zone["example.test"] = Rule("nxdomain")
+    isp.zone["www.example.test"] = Rule("nxdomain")
+    dead = f"tls://127.0.0.1:{closed_port()}"
+    args = ["run", "--targets", str(_targets_file(tmp_path, lab)), "--json",
+            "--out", str(tmp_path / "out"), "--ca-file", lab.ca_file,
+            "--control-resolver", dead, "--timeout", "1.5", "--no-throughput"]
+    result = await asyncio.to_thread(invoke, *args)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "no control could be reached" in line]
+    assert len(warnings) == 1 and dead in warnings[0]
+    assert "2 verdicts could not use a control: example.test, www.example.test" in result.stderr
+    assert len(result.stdout.splitlines()) == 2  # measured and stored all the same

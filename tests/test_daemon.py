@@ -15,10 +15,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 from promstack import ROOT, measurement, sample_run
 
-from probe.model import Vantage
+from probe.model import Vantage, VantageOffline
 from probe.monitoring.daemon import Board, Daemon, Schedule, bound_port, serve, start_metrics_server
+from probe.monitoring.metrics import ResultsCollector
 
 VANTAGE = Vantage(name="lab-1", asn="AS65001", cc="RU")
 
@@ -139,6 +141,36 @@ async def test_metrics_endpoint_serves_the_board() -> None:
     assert 'censorprobe_target_verdict{' not in before
     assert 'target="abs.twimg.com"' in after and 'verdict="throttled"} 1.0' in after
     assert 'censorprobe_runs_total{asn="AS65001",cc="RU",vantage="lab-1"} 1.0' in after
+
+
+async def test_an_offline_vantage_is_exported_as_down_not_as_blocked_targets(caplog) -> None:
+    """The vantage check raises VantageOffline before measuring: vantage_up 0, one log line."""
+    offline = True
+
+    async def runner(_targets, on_result):
+        if offline:
+            raise VantageOffline("the system resolver does not answer; 0 of 3 controls reachable")
+        return await FakeRun()(_targets, on_result)
+
+    d = Daemon([], runner, VANTAGE, Schedule(interval=60, max_age_runs=1e9))
+    with caplog.at_level("WARNING"):
+        assert await d.run_once() is False
+    text = generate_latest(_registry(d.board)).decode()
+    assert 'censorprobe_vantage_up{asn="AS65001",cc="RU",vantage="lab-1"} 0.0' in text
+    assert "censorprobe_target_verdict{" not in text
+    assert [r.message for r in caplog.records] == [
+        "vantage offline, nothing measured: the system resolver does not answer; "
+        "0 of 3 controls reachable"]
+    offline = False
+    assert await d.run_once() is True
+    text = generate_latest(_registry(d.board)).decode()
+    assert 'censorprobe_vantage_up{asn="AS65001",cc="RU",vantage="lab-1"} 1.0' in text
+
+
+def _registry(board: Board) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(ResultsCollector(board.snapshot))
+    return registry
 
 
 async def test_sigterm_stops_the_daemon_cleanly() -> None:

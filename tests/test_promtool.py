@@ -23,7 +23,7 @@ def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess[s
 def test_rules_check() -> None:
     run = promtool("check", "rules", "rules.yml")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS: 6 rules found" in run.stdout
+    assert "SUCCESS: 7 rules found" in run.stdout
 
 
 def test_rule_unit_tests_pass() -> None:
@@ -34,7 +34,7 @@ def test_rule_unit_tests_pass() -> None:
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     text = (RULES_DIR / "rules_test.yml").read_text()
     alerts = set(re.findall(r"- alert: (\w+)", (RULES_DIR / "rules.yml").read_text()))
-    assert len(alerts) == 3
+    assert len(alerts) == 4
     for alert in alerts:
         cases = re.findall(rf"alertname: {alert}\n\s+exp_alerts:(.*)", text)
         assert "[]" in [c.strip() for c in cases], f"{alert}: no must-not-fire case"
@@ -66,4 +66,4 @@ def test_example_alertmanager_config() -> None:
     run = subprocess.run([AMTOOL, "check-config", "alertmanager.yml"], cwd=RULES_DIR,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "1 inhibit rules" in run.stdout
+    assert "2 inhibit rules" in run.stdout

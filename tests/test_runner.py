@@ -59,7 +59,7 @@ def closed_port() -> int:
 def plan(lab, helper: bool = True, control_resolver: bool = True, throughput: bool = False):
     return RunPlan(
         settings=Settings(timeout=1.5, ca_file=lab.ca_file, dns_linger=0.1),
-        control_resolver=lab.dns.udp_url if control_resolver else None,
+        control_resolvers=(lab.dns.udp_url,) if control_resolver else (),
         helper_url=lab.helper_url if helper else None,
         throughput=throughput,
         control_sni="control.test",

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from probe.cli import console
+from probe.cli import console, notices
 from probe.cli.options import (
     MeasurementOptions,
     load_targets_or_exit,
     measurement_options,
     targets_option,
 )
-from probe.cli.session import Session
-from probe.model import Target, TargetMeasurement
+from probe.cli.session import EXIT_OFFLINE, Session
+from probe.model import Target, TargetMeasurement, VantageOffline
 
 
 def _measure(targets: list[Target], options: MeasurementOptions, as_json: bool,
@@ -25,6 +25,7 @@ def _measure(targets: list[Target], options: MeasurementOptions, as_json: bool,
     from probe.results.tables import json_line
 
     session = Session.open(options, concurrency)
+    _say(notices.contacts(options.controls()))
     record = session.recorder()
     with console.progress(sys.stderr.isatty()) as progress:
         task = progress.add_task("", total=len(targets))
@@ -35,7 +36,20 @@ def _measure(targets: list[Target], options: MeasurementOptions, as_json: bool,
                 click.echo(json_line(stored))
             progress.update(task, advance=1, description=m.target.domain)
 
-        return asyncio.run(session.run(targets, on_result))
+        try:
+            results = asyncio.run(session.run(
+                targets, on_result, lambda health: _say(notices.unreachable_controls(health))))
+        except VantageOffline as exc:
+            click.echo(f"error: this vantage point is offline ({exc}): nothing was measured",
+                       err=True)
+            raise SystemExit(EXIT_OFFLINE) from None
+    _say(notices.after_run(results, session.last_health))
+    return results
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line, err=True)
 
 
 @click.command()

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from probe.controls import Controls, choose
 from probe.model import Settings, Target, Vantage
 from probe.runner import RunPlan
 
@@ -23,9 +24,11 @@ from probe.runner import RunPlan
 class MeasurementOptions:
     """What every measuring command was asked for (one field per option below)."""
 
-    control_resolver: str | None = None
+    control_resolvers: tuple[str, ...] = ()
     helper_url: str | None = None
     helper_token: str | None = None
+    th_urls: tuple[str, ...] = ()
+    no_third_party: bool = False
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
@@ -37,33 +40,48 @@ class MeasurementOptions:
     def vantage_point(self) -> Vantage:
         return Vantage(name=self.vantage, asn=self.probe_asn, cc=self.probe_cc.upper())
 
+    def controls(self) -> Controls:
+        return choose(self.control_resolvers, self.helper_url, self.th_urls,
+                      third_party=not self.no_third_party)
+
     def plan(self, concurrency: int = 8) -> RunPlan:
+        controls = self.controls()
         return RunPlan(
             settings=Settings(timeout=self.timeout, ca_file=self.ca_file),
-            control_resolver=self.control_resolver,
-            helper_url=self.helper_url,
+            control_resolvers=controls.resolvers,
+            helper_url=controls.helper_url,
             helper_token=self.helper_token,
+            th_urls=controls.th_urls,
             concurrency=concurrency,
             throughput=not self.no_throughput,
         )
 
 
-def _check_resolver(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
+def _check_resolvers(_ctx: click.Context, _param: click.Parameter,
+                     values: tuple[str, ...]) -> tuple[str, ...]:
     from probe.measure.dns import parse_resolver
 
-    try:
-        parse_resolver(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+    for value in values:
+        try:
+            parse_resolver(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return values
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise click.BadParameter(f"{value!r} is not an http(s) URL")
+    return value if value.endswith("/") else value + "/"
 
 
 def _check_helper(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not value.startswith(("https://", "http://")):
-        raise click.BadParameter(f"{value!r} is not an http(s) URL")
-    return value if value is None or value.endswith("/") else value + "/"
+    return None if value is None else _http_url(value)
+
+
+def _check_helpers(_ctx: click.Context, _param: click.Parameter,
+                   values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_http_url(v) for v in values)
 
 
 def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -73,10 +91,18 @@ def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 _OPTIONS: list[Callable[[Any], Any]] = [
-    click.option("--control-resolver", callback=_check_resolver, metavar="URL",
-                 help="Trusted resolver: https://HOST/dns-query, tls://IP[:PORT] or udp://IP[:PORT]."),
+    click.option("--control-resolver", "control_resolvers", multiple=True,
+                 callback=_check_resolvers, metavar="URL",
+                 help="Trusted resolver: https://HOST/dns-query, tls://IP[:PORT] or udp://IP[:PORT];"
+                 " repeatable (default: public DoH resolvers of three operators)."),
     click.option("--helper", "helper_url", callback=_check_helper, metavar="URL",
                  help="Helper server (`probe serve`) outside the censored network."),
+    click.option("--th", "th_urls", multiple=True, callback=_check_helpers, metavar="URL",
+                 help="OONI-protocol test helper, repeatable, tried in order (default without "
+                 "--helper: OONI's public test helpers)."),
+    click.option("--no-third-party", is_flag=True, envvar="PROBE_NO_THIRD_PARTY",
+                 help="Use no public control by default (resolvers, OONI test helpers): only "
+                 "the controls given here (or PROBE_NO_THIRD_PARTY=1)."),
     click.option("--helper-token", envvar="PROBE_HELPER_TOKEN", metavar="TOKEN",
                  help="Bearer token for the helper (or PROBE_HELPER_TOKEN)."),
     click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), metavar="PEM",

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from probe.model import Target, TargetMeasurement, Vantage
+from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.monitoring.metrics import ResultsCollector, RunStats, Snapshot
 
 log = logging.getLogger("probe.monitoring.daemon")
@@ -59,10 +59,11 @@ class Board:
 
     def run_done(self, started: float, ended: float) -> None:
         self._runs = replace(self._runs, runs=self._runs.runs + 1, last_run_end=ended,
-                             last_run_duration=ended - started)
+                             last_run_duration=ended - started, vantage_up=True)
 
-    def run_failed(self) -> None:
-        self._runs = replace(self._runs, failures=self._runs.failures + 1)
+    def run_failed(self, offline: bool = False) -> None:
+        self._runs = replace(self._runs, failures=self._runs.failures + 1,
+                             vantage_up=False if offline else self._runs.vantage_up)
 
     def snapshot(self, now: float | None = None) -> Snapshot:
         """Stale results are dropped so a daemon whose runs keep failing stops asserting them."""
@@ -100,6 +101,10 @@ class Daemon:
             self._sink = self._open_sink() if self._open_sink is not None else None
             async with asyncio.timeout(self.schedule.run_timeout):
                 await self._runner(self.targets, self._on_result)
+        except VantageOffline as exc:  # expected on a laptop or a flaky uplink: one line
+            self.board.run_failed(offline=True)
+            log.warning("vantage offline, nothing measured: %s", exc)
+            return False
         except Exception:  # the daemon outlives any one run; the cause goes to the log
             self.board.run_failed()
             log.exception("run failed after %.1f s", time.monotonic() - clock)

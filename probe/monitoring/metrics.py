@@ -36,6 +36,7 @@ class RunStats:
     last_run_end: float | None = None  # UNIX seconds, last completed run
     last_run_duration: float | None = None
     interval: float | None = None  # seconds between runs, as configured
+    vantage_up: bool | None = None  # the last run's vantage check: network usable (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,9 @@ def vantage_families(snap: Snapshot) -> list[Metric]:
         ("last_run_timestamp_seconds", "End of the last completed run.", snap.runs.last_run_end),
         ("run_duration_seconds", "Duration of the last completed run.", snap.runs.last_run_duration),
         ("run_interval_seconds", "Configured time between runs.", snap.runs.interval),
+        ("vantage_up", "1 when the last run found this vantage on the network, 0 when offline "
+         "(nothing measured): tells an offline vantage from blocked targets.",
+         None if snap.runs.vantage_up is None else float(snap.runs.vantage_up)),
     ):
         if value is not None:
             g = _gauge(name, doc, VANTAGE_LABELS)
