@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from probe.cli.config import config_option
 from probe.model import Settings, Target, Vantage
 from probe.runner import RunPlan
 
@@ -73,6 +74,7 @@ def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 _OPTIONS: list[Callable[[Any], Any]] = [
+    config_option,
     click.option("--control-resolver", callback=_check_resolver, metavar="URL",
                  help="Trusted resolver: https://HOST/dns-query, tls://IP[:PORT] or udp://IP[:PORT]."),
     click.option("--helper", "helper_url", callback=_check_helper, metavar="URL",

@@ -1,0 +1,190 @@
+"""The config file in the CLI: `--config` feeds click's default_map (so flags and the environment
+still win), every value is checked by its option's own type and callback, and `probe config`
+prints the effective configuration with the source of each value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from probe.config import (
+    COMMANDS,
+    KEYS,
+    ConfigError,
+    ConfigFile,
+    Entry,
+    Key,
+    find,
+    load,
+    search_path,
+)
+
+_META = "probe.config"  # ctx.meta (shared by a context and its children): the loaded file or None
+SHOWN = ("run", "daemon", "serve")  # `check` takes what `run` takes, less targets
+
+
+def _params(name: str) -> dict[str, click.Parameter]:
+    from probe.cli.main import main
+
+    command = main.commands[name]
+    return {p.name: p for p in command.params if p.name}
+
+
+def _for_option(entry: Entry, param: click.Parameter) -> Any:
+    """The file's value as the option expects it (inverted flag, one value or several)."""
+    value = entry.value
+    if entry.key.invert:
+        return not value
+    if isinstance(value, list) and not param.multiple:
+        if len(value) != 1:
+            raise ValueError(f"this version takes one value here, not {len(value)}")
+        return value[0]
+    return value
+
+
+def default_map(config: ConfigFile, command: str) -> dict[str, Any]:
+    """Checks every value of the file against the options it sets (those of every command, so a
+    bad [serve] key fails `probe run` too); returns the default_map for `command`."""
+    defaults: dict[str, Any] = {}
+    for entry in config.entries:
+        for name in entry.key.commands:
+            param = _params(name).get(entry.key.param)
+            if param is None:  # a key for an option this version lacks: kept, not used
+                continue
+            try:
+                value = _for_option(entry, param)
+                param.process_value(click.Context(click.Command(name), info_name=name), value)
+            except (ValueError, click.BadParameter) as exc:
+                message = exc.message if isinstance(exc, click.BadParameter) else str(exc)
+                raise ConfigError(config.path, entry.line, entry.key.dotted, message) from None
+            if name == command:
+                defaults[param.name] = value
+    return defaults
+
+
+def loaded(ctx: click.Context, given: Path | None) -> ConfigFile | None:
+    """The file named by --config, else the one already loaded for this invocation, else the
+    first found on the search path; exits 2 with one line on a bad file."""
+    if given is None and _META in ctx.meta:
+        return ctx.meta[_META]
+    try:
+        path = given or find()
+        ctx.meta[_META] = config = load(path) if path else None
+        if config is not None:
+            default_map(config, "run")  # check every value once, whichever command runs
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(2)
+    return config
+
+
+def _apply(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    config = loaded(ctx, value)
+    if config is not None and ctx.info_name in COMMANDS:
+        ctx.default_map = {**(ctx.default_map or {}), **default_map(config, ctx.info_name)}
+
+
+def config_option(command: Any) -> Any:
+    """`--config FILE`, processed before every other option so the file's values are their
+    defaults."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        is_eager=True, expose_value=False, callback=_apply,
+        help="Config file (TOML). Default: the first of "
+             + ", ".join(str(p) for p in search_path()) + ". Flags override it.",
+    )(command)
+
+
+def _plain(key: Key, value: Any) -> Any:
+    """An option's processed value back in the file's terms."""
+    if isinstance(value, tuple) and key.kind == "string":  # --listen: (host, port)
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if key.invert:
+        return not value
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if key.kind.startswith("list") and value is not None:
+        return [value]
+    return value
+
+
+def _source(ctx: click.Context, name: str, key: Key, config: ConfigFile | None) -> str:
+    source = ctx.get_parameter_source(name)
+    if source is ParameterSource.DEFAULT_MAP and config is not None:
+        entry = config.get(key.dotted)
+        return f"{config.path}:{entry.line}" if entry else "file"
+    return {ParameterSource.COMMANDLINE: "flag", ParameterSource.ENVIRONMENT: "environment"}.get(
+        source, "default")  # type: ignore[arg-type]
+
+
+def effective(ctx: click.Context, commands: tuple[str, ...], args: list[str],
+              config: ConfigFile | None) -> list[tuple[Key, Any, str]]:
+    """(key, value, source) for every key of these commands, as the command would see it."""
+    from probe.cli.main import main
+
+    contexts = {name: main.commands[name].make_context(name, list(args), parent=ctx)
+                for name in commands}
+    rows = []
+    for key in KEYS:
+        users = [n for n in commands if n in key.commands and key.param in _params(n)]
+        if users:
+            sub = contexts[users[0]]
+            rows.append((key, _plain(key, sub.params[key.param]),
+                         _source(sub, key.param, key, config)))
+        elif (entry := config and config.get(key.dotted)) and set(commands) & set(key.commands):
+            rows.append((key, entry.value, f"{config.path}:{entry.line} (not used by this version)"))
+    return rows
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def render(rows: list[tuple[Key, Any, str]], as_toml: bool) -> str:
+    lines, section = [], None
+    width = max((len(key.dotted) for key, _, _ in rows), default=0)
+    for key, value, source in rows:
+        shown = "***" if key.secret and value else value
+        if not as_toml:
+            text = "-" if shown is None else _toml(shown)
+            lines.append(f"{key.dotted:<{width}}  {text:<30}  {source}")
+            continue
+        if key.section != section:
+            lines += [""] if section else []
+            lines.append(f"[{key.section}]")
+            section = key.section
+        assignment = f"{key.name} = {_toml(shown)}" if shown is not None else f"# {key.name} ="
+        lines.append(f"{assignment}  # {source}")
+    return "\n".join(lines)
+
+
+@click.command("config", context_settings={"ignore_unknown_options": True,
+                                           "allow_interspersed_args": False})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Config file (default: the first found on the search path).")
+@click.option("--toml", "as_toml", is_flag=True, help="Print as a config file (TOML).")
+@click.argument("command", required=False, type=click.Choice(COMMANDS))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def config(config_path: Path | None, as_toml: bool, command: str | None,
+           args: tuple[str, ...]) -> None:
+    """Print the effective configuration and where each value came from.
+
+    With COMMAND and its ARGS (`probe config run --timeout 5`), for that command line."""
+    ctx = click.get_current_context()
+    loaded_file = loaded(ctx, config_path)
+    where = (f"config file: {loaded_file.path}" if loaded_file else "no config file (searched "
+             + ", ".join(str(p) for p in search_path()) + ")")
+    rows = effective(ctx, (command,) if command else SHOWN, list(args), loaded_file)
+    click.echo(f"# {where}")
+    click.echo(render(rows, as_toml))
