@@ -120,8 +120,10 @@ def load(path: Path) -> ConfigFile:
     """Reads, parses and type-checks the file; raises ConfigError on the first problem."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, "file", f"cannot read it: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(path, None, "file", f"cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "file", "not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -168,7 +170,9 @@ def _toml_type(value: Any) -> str:
 def _unknown_section(name: str) -> str:
     """A top-level key that belongs in a section (`timeout = 5`), or a misspelt section."""
     owners = [key.dotted for key in KEYS if key.name == name]
-    hint = owners or difflib.get_close_matches(name, SECTIONS, n=1, cutoff=0.5)
+    if owners:
+        return f"a key outside its section (did you mean {owners[0]!r}?)"
+    hint = difflib.get_close_matches(name, SECTIONS, n=1, cutoff=0.5)
     where = f"did you mean {hint[0]!r}?" if hint else "known: " + ", ".join(SECTIONS)
     return f"unknown section ({where})"
 

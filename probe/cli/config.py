@@ -5,6 +5,7 @@ prints the effective configuration with the source of each value."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,10 @@ def _plain(key: Key, value: Any) -> Any:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if key.invert:
         return not value
+    if key.kind.endswith("path") and value is not None:  # absolute: as true in any directory
+        return os.path.abspath(value)
     if isinstance(value, (tuple, list)):
-        return [str(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
+        return [os.path.abspath(v) if key.kind == "list of paths" else str(v) for v in value]
     if key.kind.startswith("list") and value is not None:
         return [value]
     return value
@@ -164,7 +165,10 @@ def render(rows: list[tuple[Key, Any, str]], as_toml: bool) -> str:
             lines += [""] if section else []
             lines.append(f"[{key.section}]")
             section = key.section
-        assignment = f"{key.name} = {_toml(shown)}" if shown is not None else f"# {key.name} ="
+        if shown is None or shown == "***":  # commented out: the output stays a valid file
+            assignment = f"# {key.name} = {'(hidden)' if shown else '(unset)'}"
+        else:
+            assignment = f"{key.name} = {_toml(shown)}"
         lines.append(f"{assignment}  # {source}")
     return "\n".join(lines)
 
