@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -245,6 +246,16 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     rows = shown(invoke("config", "--config", str(path), "run").stdout)
     assert rows["controls.ca_file"][0] == json.dumps(str(tmp_path / "conf" / "ca.pem"))
     assert rows["run.out"][0] == json.dumps(str(tmp_path / "conf" / "res"))
+
+
+def test_the_documented_example_is_valid_and_shows_every_key() -> None:
+    example = Path(__file__).parents[1] / "probe.toml.example"
+    result = invoke("config", "--config", str(example))
+    assert result.exit_code == 0, result.output
+    parts = re.split(r"^\[(\w+)\]$", example.read_text(), flags=re.MULTILINE)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    for key in cfg.KEYS:  # set or commented out, in its own section
+        assert re.search(rf"^(# )?{key.name} = ", sections[key.section], re.MULTILINE), key.dotted
 
 
 @pytest.mark.parametrize("command", ["run", "check", "daemon", "serve"])

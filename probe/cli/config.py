@@ -41,7 +41,9 @@ def _for_option(entry: Entry, param: click.Parameter) -> Any:
     if entry.key.invert:
         return not value
     if isinstance(value, list) and not param.multiple:
-        if len(value) != 1:
+        if not value:
+            return None
+        if len(value) > 1:
             raise ValueError(f"this version takes one value here, not {len(value)}")
         return value[0]
     return value
