@@ -228,6 +228,9 @@ def test_the_file_is_found_in_xdg_config_home_and_config_overrides_it(tmp_path: 
     assert shown(result.stdout)["vantage.name"] == ('"from-xdg"', f"{found}:2")
     other = write(tmp_path, "[vantage]\nname = 'given'\n", "other.toml")
     assert shown(invoke("config", "--config", str(other)).stdout)["vantage.name"][0] == '"given"'
+    in_args = invoke("config", "run", "--config", str(other))  # as `probe run --config` reads it
+    assert in_args.stdout.startswith(f"# config file: {other}\n")
+    assert shown(in_args.stdout)["vantage.name"] == ('"given"', f"{other}:2")
     found.write_text("[vantage]\nnme = 'x'\n")  # a found file is checked like a given one
     bad = invoke("run", "--out", str(tmp_path / "out"))
     assert bad.exit_code == 2 and bad.stderr.startswith(f"{found}:2: vantage.nme: ")
@@ -256,6 +259,19 @@ def test_the_documented_example_is_valid_and_shows_every_key() -> None:
     sections = dict(zip(parts[1::2], parts[2::2], strict=True))
     for key in cfg.KEYS:  # set or commented out, in its own section
         assert re.search(rf"^(# )?{key.name} = ", sections[key.section], re.MULTILINE), key.dotted
+
+
+@pytest.mark.parametrize("unit", ["probe.service", "probe-daemon.service"])
+def test_the_systemd_units_take_their_settings_from_the_config_file(tmp_path: Path, unit: str) -> None:
+    """The unit's command line, with the example as /etc/probe/probe.toml, is valid as it is."""
+    root = Path(__file__).parents[1]
+    [start] = [line for line in (root / "systemd" / unit).read_text().splitlines()
+               if line.startswith("ExecStart=")]
+    _, command, *args = start.split()
+    assert args[:2] == ["--config", "/etc/probe/probe.toml"] and "$" not in start
+    example = write(tmp_path, (root / "probe.toml.example").read_text())
+    result = invoke("config", "--config", str(example), command, *args[2:])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("command", ["run", "check", "daemon", "serve"])

@@ -24,7 +24,8 @@ from probe.config import (
     search_path,
 )
 
-_META = "probe.config"  # ctx.meta (shared by a context and its children): the loaded file or None
+# in ctx.meta (shared by a context and its children): the file (or None) and its option values
+_META = "probe.config"
 SHOWN = ("run", "daemon", "serve")  # `check` takes what `run` takes, less targets
 
 
@@ -49,10 +50,10 @@ def _for_option(entry: Entry, param: click.Parameter) -> Any:
     return value
 
 
-def default_map(config: ConfigFile, command: str) -> dict[str, Any]:
-    """Checks every value of the file against the options it sets (those of every command, so a
-    bad [serve] key fails `probe run` too); returns the default_map for `command`."""
-    defaults: dict[str, Any] = {}
+def option_values(config: ConfigFile) -> dict[str, dict[str, Any]]:
+    """The file's values for each command's options, each checked by that option's own type and
+    callback. Every command's are checked, so a bad [serve] value stops `probe run` too."""
+    values: dict[str, dict[str, Any]] = {name: {} for name in COMMANDS}
     for entry in config.entries:
         for name in entry.key.commands:
             param = _params(name).get(entry.key.param)
@@ -64,31 +65,31 @@ def default_map(config: ConfigFile, command: str) -> dict[str, Any]:
             except (ValueError, click.BadParameter) as exc:
                 message = exc.message if isinstance(exc, click.BadParameter) else str(exc)
                 raise ConfigError(config.path, entry.line, entry.key.dotted, message) from None
-            if name == command:
-                defaults[param.name] = value
-    return defaults
+            values[name][entry.key.param] = value
+    return values
 
 
 def loaded(ctx: click.Context, given: Path | None) -> ConfigFile | None:
     """The file named by --config, else the one already loaded for this invocation, else the
-    first found on the search path; exits 2 with one line on a bad file."""
+    first found on the search path; on a bad file, one line on stderr and exit 2."""
     if given is None and _META in ctx.meta:
         return ctx.meta[_META]
     try:
         path = given or find()
-        ctx.meta[_META] = config = load(path) if path else None
-        if config is not None:
-            default_map(config, "run")  # check every value once, whichever command runs
+        config = load(path) if path else None
+        values = option_values(config) if config else {}
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         ctx.exit(2)
+    ctx.meta[_META], ctx.meta[_META + ".values"] = config, values
     return config
 
 
 def _apply(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-    config = loaded(ctx, value)
-    if config is not None and ctx.info_name in COMMANDS:
-        ctx.default_map = {**(ctx.default_map or {}), **default_map(config, ctx.info_name)}
+    """--config's callback: the file's values become the command's defaults."""
+    loaded(ctx, value)
+    defaults = ctx.meta[_META + ".values"].get(ctx.info_name, {})
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
 def config_option(command: Any) -> Any:
@@ -127,21 +128,23 @@ def _source(ctx: click.Context, name: str, key: Key, config: ConfigFile | None) 
         source, "default")  # type: ignore[arg-type]
 
 
-def effective(ctx: click.Context, commands: tuple[str, ...], args: list[str],
-              config: ConfigFile | None) -> list[tuple[Key, Any, str]]:
+def effective(ctx: click.Context, commands: tuple[str, ...],
+              args: list[str]) -> list[tuple[Key, Any, str]]:
     """(key, value, source) for every key of these commands, as the command would see it."""
     from probe.cli.main import main
 
     contexts = {name: main.commands[name].make_context(name, list(args), parent=ctx)
                 for name in commands}
+    config = ctx.meta[_META]  # after ARGS: they may name another --config
     rows = []
     for key in KEYS:
         users = [n for n in commands if n in key.commands and key.param in _params(n)]
+        entry = config.get(key.dotted) if config else None
         if users:
             sub = contexts[users[0]]
             rows.append((key, _plain(key, sub.params[key.param]),
                          _source(sub, key.param, key, config)))
-        elif (entry := config and config.get(key.dotted)) and set(commands) & set(key.commands):
+        elif entry and set(commands) & set(key.commands):
             rows.append((key, entry.value, f"{config.path}:{entry.line} (not used by this version)"))
     return rows
 
@@ -188,9 +191,9 @@ def config(config_path: Path | None, as_toml: bool, command: str | None,
 
     With COMMAND and its ARGS (`probe config run --timeout 5`), for that command line."""
     ctx = click.get_current_context()
-    loaded_file = loaded(ctx, config_path)
-    where = (f"config file: {loaded_file.path}" if loaded_file else "no config file (searched "
-             + ", ".join(str(p) for p in search_path()) + ")")
-    rows = effective(ctx, (command,) if command else SHOWN, list(args), loaded_file)
-    click.echo(f"# {where}")
+    loaded(ctx, config_path)
+    rows = effective(ctx, (command,) if command else SHOWN, list(args))
+    used = ctx.meta[_META]
+    click.echo(f"# config file: {used.path}" if used else "# no config file (searched "
+               + ", ".join(str(p) for p in search_path()) + ")")
     click.echo(render(rows, as_toml))
