@@ -7,6 +7,9 @@ import asyncio
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -98,6 +101,30 @@ def test_a_run_takes_its_targets_from_the_file_and_a_flag_overrides_them(tmp_pat
     from_flag = invoke("run", "--config", str(path), "--targets", str(tmp_path / "flag.yaml"))
     assert from_flag.exit_code == 2 and f"{tmp_path / 'flag.yaml'}:2:" in from_flag.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(60)
+def test_serve_listens_where_the_file_says_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
+    """The real `probe serve` (a subprocess, loopback only): host, port and plain HTTP from the
+    file, then --port from a flag."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    path = write(tmp_path, f"[serve]\nhost = '127.0.0.1'\nport = {ports[0]}\ninsecure_http = true\n")
+    for flags, port in (([], ports[0]), (["--port", str(ports[1])], ports[1])):
+        process = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--config", str(path),
+                                    *flags], stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()  # blocks until it listens or exits (timeout below)
+            assert line.strip() == f"probe helper listening on http://127.0.0.1:{port}/", line
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+        finally:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @root_only
