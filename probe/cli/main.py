@@ -20,13 +20,14 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from probe.cli.config import config
     from probe.cli.daemon import daemon
     from probe.cli.lab import lab
     from probe.cli.measure import check, run
     from probe.cli.results import results
     from probe.cli.serve import serve
 
-    for command in (run, check, results, serve, daemon, lab):
+    for command in (run, check, results, serve, daemon, lab, config):
         main.add_command(command)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from probe.cli.config import config_option
 from probe.controls import Controls, choose
 from probe.model import Settings, Target, Vantage
 from probe.runner import RunPlan
@@ -32,6 +33,7 @@ class MeasurementOptions:
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
+    throughput_bytes: int = 1 << 20
     vantage: str = "unnamed"
     probe_asn: str = "AS0"
     probe_cc: str = "ZZ"
@@ -52,6 +54,7 @@ class MeasurementOptions:
             helper_url=controls.helper_url,
             helper_token=self.helper_token,
             th_urls=controls.th_urls,
+            throughput_bytes=self.throughput_bytes,
             concurrency=concurrency,
             throughput=not self.no_throughput,
         )
@@ -91,6 +94,7 @@ def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 _OPTIONS: list[Callable[[Any], Any]] = [
+    config_option,
     click.option("--control-resolver", "control_resolvers", multiple=True,
                  callback=_check_resolvers, metavar="URL",
                  help="Trusted resolver: https://HOST/dns-query, tls://IP[:PORT] or udp://IP[:PORT];"
@@ -110,6 +114,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                  help="Seconds per network operation."),
     click.option("--no-throughput", is_flag=True, help="Skip throughput (throttling) tests."),
+    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=1 << 20,
+                 show_default=True, help="Data budget per target for all throughput tests."),
     click.option("--vantage", default="unnamed", show_default=True,
                  help="Name of this vantage point."),
     click.option("--probe-asn", default="AS0", callback=_check_asn, show_default=True),

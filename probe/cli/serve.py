@@ -7,6 +7,7 @@ import contextlib
 
 import click
 
+from probe.cli.config import config_option
 from probe.model import Settings
 from probe.server.app import ServerConfig, server_ssl_context, start
 from probe.server.outside import Policy
@@ -34,6 +35,7 @@ async def _serve(config: ServerConfig, host: str, port: int, cert: str | None, k
 
 
 @click.command("serve")
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="Certificate chain (PEM).")

@@ -25,9 +25,11 @@ class Row:
 
 def probe_command(state: dict, out_dir: str) -> list[str]:
     """The `probe run` command line for a lab that is up (run it in the client namespace)."""
-    command = [sys.executable, "-m", "probe", "run", "--targets", state["targets_file"],
-               "--json", "--ca-file", state["ca_file"], "--control-resolver",
-               state["control_resolver"], "--out", out_dir, "--timeout", "3"]
+    # --config /dev/null: the operator's own probe.toml must not leak into the lab's runs
+    command = [sys.executable, "-m", "probe", "run", "--config", "/dev/null",
+               "--targets", state["targets_file"], "--json", "--ca-file", state["ca_file"],
+               "--control-resolver", state["control_resolver"], "--out", out_dir,
+               "--timeout", "3", "--no-third-party"]
     if state.get("helper_url"):
         command += ["--helper", state["helper_url"]]
     return command
