@@ -104,6 +104,20 @@ async def test_sni_swap_clean_when_nothing_is_policed(helper):
     assert all(r.failure is None for r in targets + controls)
 
 
+async def test_each_sni_swap_flow_asks_for_what_it_reads(helper):
+    """The bulk endpoint is asked for each flow's size: the flow reads to the end of the body
+    (no reset), and the last flows shrink to what is left of the budget."""
+    base, settings = helper
+    budget = abtest.Budget(total_bytes=300_000, max_pairs=4)
+    targets, controls, _ = await abtest.sni_swap(
+        f"{base}/bulk?bytes=999999", "127.0.0.1", "twitter.example", None, settings, budget)
+    flows = [*targets, *controls]
+    assert all(r.failure is None for r in flows)
+    asked = [int(r.url.rsplit("bytes=", 1)[1]) for r in flows]
+    assert [r.bytes_received for r in flows] == asked
+    assert asked[0] == budget.flow_bytes and sum(asked) <= budget.total_bytes
+
+
 async def test_helper_down_stops_after_one_pair(unused_tcp_port):
     url = f"https://helper.test:{unused_tcp_port}/bulk"
     targets, controls, est = await abtest.sni_swap(

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from probe.measure import throughput
 from probe.model import Settings, ThrottleEstimate, ThroughputRequest, ThroughputResult
 from probe.throttling import decide
@@ -48,18 +50,25 @@ def _dead(run: ThroughputResult) -> bool:
     return run.failure is not None and run.bytes_received == 0
 
 
+def sized(url: str, size: int) -> str:
+    """The bulk URL asking for exactly `size` bytes: the server sends what the flow reads, so
+    no flow ends in a reset and no byte is sent that the budget does not count."""
+    return str(URL(url).update_query(bytes=size))
+
+
 async def _flow(request: ThroughputRequest, settings: Settings, budget: Budget,
-                used: int, started: float) -> ThroughputResult | None:
+                used: int, started: float, sized_bulk: bool) -> ThroughputResult | None:
     """One flow within what is left of the budget, None when nothing is left."""
     left_bytes = budget.total_bytes - used
     left_time = budget.total_seconds - (time.monotonic() - started)
     if left_bytes <= 0 or left_time <= 0.1:
         return None
+    size = min(budget.flow_bytes, left_bytes)
     limited = ThroughputRequest(
-        url=request.url,
+        url=sized(request.url, size) if sized_bulk else request.url,
         address=request.address,
         sni=request.sni,
-        max_bytes=min(budget.flow_bytes, left_bytes),
+        max_bytes=size,
         max_seconds=min(budget.flow_seconds, left_time),
     )
     return await throughput.measure(limited, settings)
@@ -72,8 +81,10 @@ async def interleave(
     budget: Budget | int,
     method: str,
     expected_bps: float | None = None,
+    sized_bulk: bool = False,
 ) -> tuple[Runs, Runs, ThrottleEstimate]:
-    """A B A B ... until decided, out of budget, or a side gets nothing at all."""
+    """A B A B ... until decided, out of budget, or a side gets nothing at all. `sized_bulk`:
+    the URLs are a bulk endpoint that takes the size of each flow (`?bytes=`)."""
     plan = _budget(budget)
     started, used = time.monotonic(), 0
     targets: list[ThroughputResult] = []
@@ -81,7 +92,7 @@ async def interleave(
     for _ in range(plan.max_pairs):
         pair = []
         for request, runs in ((target, targets), (control, controls)):
-            run = await _flow(request, settings, plan, used, started)
+            run = await _flow(request, settings, plan, used, started, sized_bulk)
             if run is None:
                 break
             runs.append(run)
@@ -118,6 +129,7 @@ async def sni_swap(
         budget,
         "sni_swap",
         expected_bps,
+        sized_bulk=True,
     )
 
 

@@ -91,7 +91,7 @@ class ThroughputTests:
     ) -> tuple[tuple[ThroughputResult, ...], ThrottleEstimate | None]:
         paths = Paths(control_sni=control_sni)
         if self.helper_url:
-            paths = Paths(bulk_url=urljoin(self.helper_url, f"{BULK_PATH}?bytes={self.budget}"),
+            paths = Paths(bulk_url=urljoin(self.helper_url, BULK_PATH),
                           bulk_address=await self._helper_address(settings),
                           control_sni=control_sni)
         return await measure(target, host, paths, settings, self.budget, self.history)
