@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 
@@ -121,3 +122,23 @@ async def test_whole_presented_chain_is_recorded_leaf_first(pki: ts.Pki) -> None
 
 def test_cert_summary_rejects_garbage() -> None:
     assert tls.cert_summary(b"not a certificate") is None
+
+
+async def test_a_shared_context_never_resumes_a_session(pki: ts.Pki) -> None:
+    """The client context is cached (probe.measure.tlsctx), yet every handshake is a full one:
+    the server sees no resumed session, so a censor sees the whole ClientHello each time."""
+    reused: list[bool] = []
+
+    async def record(reader, writer) -> None:
+        reused.append(writer.get_extra_info("ssl_object").session_reused)
+        await ts.hold(reader, writer)
+
+    async with ts.raw_server(record, pki.server_context()) as srv:
+        for _ in range(3):
+            r = await tls.measure(Endpoint(ts.HOST, srv.port, ts.NAME), settings(pki))
+            assert r.failure is None
+        for _ in range(200):  # the server side of the last handshake may still be finishing
+            if len(reused) == 3:
+                break
+            await asyncio.sleep(0.01)
+    assert reused == [False, False, False]

@@ -55,6 +55,8 @@ def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
             continue
         t = v.throttling
         rate = f"{_rate(t.rate_bps)} / {_rate(t.control_rate_bps)}" if t and t.rate_bps else ""
+        if t and t.state == "not_measured":
+            rate = "not measured"
         style = _STYLE.get(v.verdict, "")
         table.add_row(
             m.target.domain, m.target.category, f"[{style}]{v.verdict}[/]",
