@@ -33,6 +33,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -41,7 +42,7 @@ import yaml
 
 from probe.model import Target
 
-__all__ = ["TargetFileError", "check_targets", "default_target_files", "iter_targets",
+__all__ = ["TargetFileError", "TargetFiles", "check_targets", "open_targets", "default_target_files", "iter_targets",
            "load_targets", "parse_domain"]
 
 CSV_HEADER = ["url", "category_code", "category_description", "date_added", "source", "notes"]
@@ -67,6 +68,26 @@ def default_target_files() -> list[Path]:
     """The shipped lists (probe/data/targets, a link to targets/ in a checkout)."""
     folder = Path(__file__).resolve().parent / "data" / "targets"
     return sorted(folder.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class TargetFiles:
+    """Validated target files, read again at each iteration (each of a daemon's runs)."""
+
+    paths: tuple[Path, ...]
+    count: int  # distinct targets, found by the validating pass
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter_targets(self.paths)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def open_targets(paths: Iterable[Path | str]) -> TargetFiles:
+    """Validates the files (one streaming pass, nothing kept); raises TargetFileError."""
+    paths = tuple(map(Path, paths))
+    return TargetFiles(paths, check_targets(paths))
 
 
 def check_targets(paths: Iterable[Path | str]) -> int:

@@ -1,19 +1,28 @@
 """The set-up every measuring command shares (`run`, `check`, `daemon`): the results store, the
-vantage, the run plan with the store's history, and a new report id per run."""
+vantage, the run plan with the store's history, and a new report id per run.
+
+Exit statuses (README): 0 done; 1 a failure click or Python reports; 2 bad input (an option, a
+target file, a results folder that cannot be used), nothing measured; 3 results could not be
+stored mid-run (the run stopped, earlier records intact); 4 some targets hit an internal error
+(recorded as inconclusive, every other target stored).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
+
+import click
 
 from probe.cli.options import MeasurementOptions
 from probe.model import Target, TargetMeasurement, Vantage
 from probe.results.ooni import new_report_id
-from probe.results.store import Store, local_addresses
+from probe.results.store import Store, StoreError, local_addresses
 from probe.runner import RunPlan, run_targets
 
 OnResult = Callable[[TargetMeasurement], None]
+EXIT_INPUT, EXIT_STORE, EXIT_INTERNAL = 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -24,17 +33,29 @@ class Session:
 
     @classmethod
     def open(cls, options: MeasurementOptions, concurrency: int) -> Session:
+        """Raises StoreError when the results folder cannot be used (see `open_or_exit`)."""
         vantage = options.vantage_point()
         store = Store(options.out_dir, vantage, scrub_addresses=local_addresses())
+        store.check_writable()
         plan = replace(options.plan(concurrency), history=store.control_rate_history)
         return cls(store, vantage, plan)
+
+    @classmethod
+    def open_or_exit(cls, options: MeasurementOptions, concurrency: int) -> Session:
+        """`open`, or one line naming --out and exit 2, before anything is measured."""
+        try:
+            return cls.open(options, concurrency)
+        except StoreError as exc:
+            click.echo(f"error: --out: {exc}", err=True)
+            raise SystemExit(EXIT_INPUT) from None
 
     def recorder(self) -> Callable[[TargetMeasurement], dict[str, Any]]:
         """Stores each measurement of one run (a new report id) and returns its record."""
         report_id = new_report_id(self.vantage)
         return lambda m: self.store.append(m, report_id)
 
-    async def run(self, targets: Sequence[Target], on_result: OnResult) -> list[TargetMeasurement]:
-        """Measures the targets; the helper's view of our address is scrubbed as it is learnt."""
+    async def run(self, targets: Iterable[Target], on_result: OnResult) -> list[TargetMeasurement]:
+        """Measures the targets as they are pulled (nothing kept: the sink has the results); the
+        helper's view of our address is scrubbed as it is learnt."""
         return await run_targets(targets, self.plan, on_result,
-                                 client_ips=self.store.scrub_addresses)
+                                 client_ips=self.store.scrub_addresses, collect=False)
