@@ -80,6 +80,7 @@ class Store:
             db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             db.close()
+            self.check_writable()  # a read-only folder says so, rather than blame the index
             raise StoreError(f"cannot use the results index {index}: {_why(exc)} (move it away;"
                              " `Store.reindex` rebuilds it from the JSON lines)") from exc
         return db
