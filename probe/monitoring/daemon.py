@@ -55,7 +55,7 @@ class Board:
     """The latest measurement per target and the run counters; what a scrape sees."""
 
     def __init__(self, vantage: Vantage, schedule: Schedule) -> None:
-        self._vantage = vantage
+        self.vantage = vantage
         self._schedule = schedule
         self._latest: dict[str, TargetMeasurement] = {}
         self._runs = RunStats(interval=schedule.interval)
@@ -77,7 +77,7 @@ class Board:
         oldest = now - self._schedule.max_age_runs * self._schedule.interval
         fresh = tuple(m for _, m in sorted(self._latest.items())
                       if m.start_time + m.runtime >= oldest)
-        return Snapshot(self._vantage, fresh, self._runs)
+        return Snapshot(self.vantage, fresh, self._runs)
 
 
 class _StoreErrors:
@@ -87,10 +87,13 @@ class _StoreErrors:
         self._board = board
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("censorprobe_store_errors",
-                                  "Measurements that could not be stored (disk full, results "
-                                  "folder gone and not re-creatable, read-only).",
-                                  value=self._board.store_errors)
+        family = CounterMetricFamily("censorprobe_store_errors",
+                                     "Measurements that could not be stored (disk full, results "
+                                     "folder gone and not re-creatable, read-only).",
+                                     labels=("vantage", "asn", "cc"))
+        v = self._board.vantage
+        family.add_metric((v.name, v.asn, v.cc), self._board.store_errors)
+        yield family
 
 
 class Daemon:

@@ -204,7 +204,8 @@ async def _store_errors(port: int) -> float:
     async with aiohttp.ClientSession() as session, session.get(
             f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
         text = await r.text()
-    [line] = [x for x in text.splitlines() if x.startswith("censorprobe_store_errors_total ")]
+    [line] = [x for x in text.splitlines() if x.startswith("censorprobe_store_errors_total{")]
+    assert 'vantage="hostile"' in line
     return float(line.split()[1])
 
 
