@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from probe import yamlstream as ys
 from probe.model import Target
 
 __all__ = ["TargetFileError", "TargetFiles", "check_targets", "open_targets", "default_target_files", "iter_targets",
@@ -52,8 +53,6 @@ TARGET_KEYS = frozenset({"domain", "url", "category", "control", "throughput_url
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CATEGORY = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 _UNUSABLE = re.compile(r"[\x00-\x20\x7f]")  # whitespace and control characters inside a URL
-_STR = "tag:yaml.org,2002:str"
-_READ = 1 << 16  # characters handed to the YAML parser at a time
 
 
 class TargetFileError(ValueError):
@@ -213,51 +212,37 @@ def _utf8_lines(path: Path, raw: BinaryIO) -> Iterator[str]:
         yield line.removeprefix("\ufeff") if number == 1 else line
 
 
-# --- YAML: parser events, one target composed at a time ---------------------------------------
-
-
-class _Text:
-    """A text stream for the YAML parser, decoded line by line (see `_utf8_lines`)."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
-
-    def read(self, size: int = -1) -> str:
-        chunk: list[str] = []
-        total = 0
-        for line in self._lines:
-            chunk.append(line)
-            total += len(line)
-            if total >= max(size, _READ):
-                break
-        return "".join(chunk)
+# --- YAML (probe.yamlstream: parser events, one target composed at a time) -------------------
 
 
 def _from_yaml(path: Path) -> Iterator[tuple[Target, int]]:
+    """Two passes over the file: the top-level defaults (wherever they stand), then the targets
+    one at a time."""
     defaults: dict[str, str] = {}
     default_lines: dict[str, int] = {}
-    with _yaml(path) as loader:  # first pass: the top-level defaults, wherever they stand
-        for key, node in _top_level(path, loader):
-            if node is None:
-                _skip_rest(loader)
-            elif key != "description":
-                defaults[key], default_lines[key] = _scalar(path, node, key), _line(node)
     with _yaml(path) as loader:
-        for key, _node in _top_level(path, loader):
-            if key != "targets":
-                continue
-            while not loader.check_event(yaml.SequenceEndEvent):
-                node = _compose(path, loader, 0)
-                yield _target(path, node, defaults, default_lines), _line(node)
-            loader.get_event()
+        for key, node in ys.top_level(loader, TOP_KEYS, "targets"):
+            if node is None:
+                ys.skip_rest(loader)
+            elif key != "description":
+                defaults[key], default_lines[key] = ys.scalar(node, key), ys.line_of(node)
+    with _yaml(path) as loader:
+        for key, _node in ys.top_level(loader, TOP_KEYS, "targets"):
+            while key == "targets" and not loader.check_event(yaml.SequenceEndEvent):
+                node = ys.compose(loader, 0)
+                yield _target(path, node, defaults, default_lines), ys.line_of(node)
+            if key == "targets":
+                loader.get_event()
 
 
 @contextmanager
 def _yaml(path: Path) -> Iterator[yaml.CSafeLoader]:
     with _open(path) as raw:
-        loader = yaml.CSafeLoader(_Text(_utf8_lines(path, raw)))
+        loader = yaml.CSafeLoader(ys.Text(_utf8_lines(path, raw)))
         try:
             yield loader
+        except ys.ShapeError as exc:
+            raise TargetFileError(path, exc.line, exc.message) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             raise TargetFileError(path, mark.line + 1 if mark else 1,
@@ -268,129 +253,22 @@ def _yaml(path: Path) -> Iterator[yaml.CSafeLoader]:
             loader.dispose()
 
 
-def _top_level(path: Path, loader: yaml.CSafeLoader) -> Iterator[tuple[str, yaml.Node | None]]:
-    """(key, value) of the top-level mapping; ("targets", None) when the parser stands at the
-    first target: the caller reads the targets and the sequence's end before resuming."""
-    loader.get_event()  # stream start
-    if loader.check_event(yaml.StreamEndEvent):
-        return
-    loader.get_event()  # document start
-    start = loader.peek_event()
-    if isinstance(start, yaml.SequenceStartEvent):  # a bare list of targets
-        loader.get_event()
-        yield "targets", None
-    elif isinstance(start, yaml.MappingStartEvent):
-        loader.get_event()
-        yield from _top_keys(path, loader, _mark_line(start))
-    else:
-        raise TargetFileError(path, _mark_line(start), "targets must be a list")
-    loader.get_event()  # document end
-    if not loader.check_event(yaml.StreamEndEvent):
-        raise TargetFileError(path, _mark_line(loader.peek_event()), "more than one YAML document")
-
-
-def _top_keys(path: Path, loader: yaml.CSafeLoader, line: int
-              ) -> Iterator[tuple[str, yaml.Node | None]]:
-    seen: set[str] = set()
-    while not loader.check_event(yaml.MappingEndEvent):
-        key_node = _compose(path, loader, 1)
-        key = _key(path, key_node, TOP_KEYS, seen)
-        if key == "targets":
-            start = loader.peek_event()
-            if not isinstance(start, yaml.SequenceStartEvent):
-                raise TargetFileError(path, _mark_line(start), "targets must be a list")
-            loader.get_event()
-            yield key, None
-        else:
-            yield key, _compose(path, loader, 1)
-    loader.get_event()
-    if "targets" not in seen:
-        raise TargetFileError(path, line, "missing key 'targets'")
-
-
-def _skip_rest(loader: yaml.CSafeLoader) -> None:
-    """Consumes the rest of the sequence just entered, its end included."""
-    depth = 1
-    while depth:
-        event = loader.get_event()
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-
-
-def _compose(path: Path, loader: yaml.CSafeLoader, depth: int) -> yaml.Node:
-    """The next node; collections below a target's own mapping are skipped (left empty): no
-    valid list nests deeper, and a huge nested value must not be built to be refused."""
-    event = loader.get_event()
-    if isinstance(event, yaml.AliasEvent):
-        raise TargetFileError(path, _mark_line(event), "YAML aliases are not allowed here")
-    if isinstance(event, yaml.ScalarEvent):
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        return yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
-    kind = yaml.MappingNode if isinstance(event, yaml.MappingStartEvent) else yaml.SequenceNode
-    node = kind(event.tag or "", [], event.start_mark, event.end_mark)
-    if depth >= 1:
-        _skip_rest(loader)
-        return node
-    while not loader.check_event(yaml.MappingEndEvent, yaml.SequenceEndEvent):
-        item = _compose(path, loader, depth + 1)
-        node.value.append((item, _compose(path, loader, depth + 1))
-                          if kind is yaml.MappingNode else item)
-    loader.get_event()
-    return node
-
-
-def _mark_line(event: yaml.Event) -> int:
-    return event.start_mark.line + 1
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _key(path: Path, node: yaml.Node, allowed: frozenset[str], seen: set[str]) -> str:
-    key = _scalar(path, node, "key")
-    if key not in allowed:
-        raise TargetFileError(path, _line(node), f"unknown key {key!r} (allowed: "
-                              + ", ".join(sorted(allowed)) + ")")
-    if key in seen:
-        raise TargetFileError(path, _line(node), f"key {key!r} given twice")
-    seen.add(key)
-    return key
-
-
-def _mapping(path: Path, node: yaml.Node, allowed: frozenset[str]) -> dict[str, yaml.Node]:
-    if not isinstance(node, yaml.MappingNode):
-        raise TargetFileError(path, _line(node), "expected a mapping")
-    seen: set[str] = set()
-    return {_key(path, k, allowed, seen): v for k, v in node.value}
-
-
-def _scalar(path: Path, node: yaml.Node, what: str) -> str:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != _STR or not node.value.strip():
-        raise TargetFileError(path, _line(node), f"{what} must be a non-empty string")
-    return node.value
-
-
 def _target(path: Path, node: yaml.Node, defaults: dict[str, str],
             default_lines: dict[str, int]) -> Target:
+    line = ys.line_of(node)
     if isinstance(node, yaml.ScalarNode):
-        fields = {"domain": _scalar(path, node, "domain")}
-        lines = {"domain": _line(node)}
+        fields, lines = {"domain": ys.scalar(node, "domain")}, {"domain": line}
     else:
-        nodes = _mapping(path, node, TARGET_KEYS)
+        nodes = ys.mapping(node, TARGET_KEYS)
         if "domain" not in nodes:
-            raise TargetFileError(path, _line(node), "missing key 'domain'")
-        fields = {k: _scalar(path, v, k) for k, v in nodes.items()}
-        lines = {k: _line(v) for k, v in nodes.items()}
+            raise TargetFileError(path, line, "missing key 'domain'")
+        fields = {k: ys.scalar(v, k) for k, v in nodes.items()}
+        lines = {k: ys.line_of(v) for k, v in nodes.items()}
     merged, lines = {**defaults, **fields}, {**default_lines, **lines}
     try:
-        return _build(merged, f"{path.name}:{_line(node)}")
+        return _build(merged, f"{path.name}:{line}")
     except _FieldError as exc:
-        raise TargetFileError(path, lines.get(exc.key, _line(node)), exc.message) from exc
+        raise TargetFileError(path, lines.get(exc.key, line), exc.message) from exc
 
 
 def make_target(domain: str, url: str | None = None, control: str | None = None,

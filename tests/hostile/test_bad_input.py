@@ -77,6 +77,10 @@ RUN_CASES: list[tuple[str, TargetArgs, str]] = [
         p, "t.yaml", GOOD.encode() + b"  - domain: caf\xe9.test\n")], "t.yaml:4: not UTF-8"),
     ("yaml alias bomb", lambda p: ["--targets", _file(p, "t.yaml", (
         "a: &a [x, x]\ntargets: *a\n"))], "t.yaml:1: "),
+    ("yaml alias in the targets", lambda p: ["--targets", _file(p, "t.yaml", (
+        "targets:\n  - &x a.test\n  - *x\n"))], "t.yaml:3: YAML aliases"),
+    ("deeply nested yaml value", lambda p: ["--targets", _file(p, "t.yaml", (
+        "targets:\n  - domain: " + "[" * 5000 + "]" * 5000 + "\n"))], "t.yaml:2: domain must"),
     ("two yaml documents", lambda p: ["--targets", _file(p, "t.yaml", GOOD + "---\n" + GOOD)],
      "t.yaml:4: more than one"),
     ("bad row after a good file", lambda p: ["--targets", _file(p, "a.yaml", GOOD), "--targets",
