@@ -24,10 +24,11 @@ from probe.cli.options import (
     measurement_options,
     targets_option,
 )
-from probe.cli.session import EXIT_INTERNAL, EXIT_STORE, Session
+from probe.cli.session import EXIT_INPUT, EXIT_INTERNAL, EXIT_STORE, Session
 from probe.model import Evidence, Target, TargetMeasurement
 from probe.results.store import StoreError
 from probe.runner import is_internal_error
+from probe.targets import TargetFileError
 
 TABLE_ROWS = 1000
 
@@ -74,6 +75,10 @@ def _measure(targets: Iterable[Target], total: int, options: MeasurementOptions,
 
         try:
             asyncio.run(session.run(targets, on_result))
+        except TargetFileError as exc:  # validated before the run: the file changed since
+            progress.stop()
+            click.echo(f"error: {exc} (the file changed during the run)", err=True)
+            raise SystemExit(EXIT_INPUT) from None
         except StoreError as exc:
             progress.stop()
             stored = sum(tally.verdicts.values())
