@@ -107,6 +107,7 @@ class Daemon:
         self._open_sink = open_sink  # called once per run, e.g. Store.append with a new report id
         self._sink: Sink | None = None
         self._unstored = 0  # in the current run
+        self._store_error = ""  # the first of them
         self._rng = rng or random.Random()
 
     def _on_result(self, m: TargetMeasurement) -> None:
@@ -117,13 +118,12 @@ class Daemon:
             except (StoreError, OSError) as exc:  # a full disk must not cost the metrics
                 self._unstored += 1
                 self.board.store_errors += 1
-                if self._unstored == 1:  # one line per run, not a traceback per target
-                    log.error("could not store results of this run: %s", exc)
+                self._store_error = self._store_error or str(exc)  # logged once, at the end
 
     async def run_once(self) -> bool:
         """One run; True when it completed. Failures are logged and counted, never raised."""
         started, clock = time.time(), time.monotonic()
-        self._unstored = 0
+        self._unstored, self._store_error = 0, ""
         try:
             self._sink = self._open_sink() if self._open_sink is not None else None
             async with asyncio.timeout(self.schedule.run_timeout):
@@ -134,7 +134,8 @@ class Daemon:
             return False
         if self._unstored:  # measured but not kept: not a successful run
             self.board.run_failed()
-            log.error("run counted as failed: %d result(s) could not be stored", self._unstored)
+            log.error("run counted as failed: %d result(s) could not be stored: %s",
+                      self._unstored, self._store_error)  # one line, not one per target
             return False
         self.board.run_done(started, started + (time.monotonic() - clock))
         log.info("run took %.1f s", time.monotonic() - clock)
