@@ -161,23 +161,35 @@ def parse_domain(text: str) -> str:
 
 
 def _url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    """A URL the probe can fetch: scheme, a host name, a port in 1-65535, nothing unprintable."""
+    return _url_and_domain(text, schemes)[0]
+
+
+def _url_and_domain(text: str, schemes: tuple[str, ...] = ("http", "https")) -> tuple[str, str]:
+    """A URL the probe can fetch (scheme, a host name, a port in 1-65535, nothing unprintable)
+    and its host as a domain; split once, as a million-row list is checked twice."""
     text = text.strip()
     parts = urlsplit(text)
     if parts.scheme not in schemes:
         raise ValueError(f"URL {text!r} must start with " + " or ".join(f"{s}://" for s in schemes))
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise ValueError(f"URL {text!r} has no host")
     if _UNUSABLE.search(text):
         raise ValueError(f"URL {text!r} contains a space or a control character")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"URL {text!r} has an invalid port (want 1-65535)") from None
+        port = 0
     if port == 0:
         raise ValueError(f"URL {text!r} has an invalid port (want 1-65535)")
-    parse_domain(parts.hostname)
-    return text
+    return text, parse_domain(host)
+
+
+def _category(text: str) -> str:
+    category = text.strip()
+    if not _CATEGORY.match(category):
+        raise _FieldError("category", f"invalid category {category!r} (like GRP or NEWS)")
+    return category
 
 
 def _load(path: Path) -> Iterator[tuple[Target, int]]:
@@ -298,9 +310,7 @@ def _check(key: str, check: Callable[[str], str], value: str) -> str:
 def _build(fields: dict[str, str], source: str) -> Target:
     domain = _check("domain", parse_domain, fields["domain"])
     url = _check("url", _url, fields.get("url", f"https://{domain}/"))
-    category = fields.get("category", "MISC").strip()
-    if not _CATEGORY.match(category):
-        raise _FieldError("category", f"invalid category {category!r} (like GRP or NEWS)")
+    category = _category(fields.get("category", "MISC"))
     control = fields.get("control")
     throughput, control_throughput = fields.get("throughput_url"), fields.get(
         "control_throughput_url")
@@ -338,9 +348,9 @@ def _from_csv(path: Path, lines: Iterator[str]) -> Iterator[tuple[Target, int]]:
 def _csv_row(path: Path, line: int, row: list[str]) -> Target:
     if len(row) != len(CSV_HEADER):
         raise TargetFileError(path, line, f"{len(row)} fields, want {len(CSV_HEADER)}")
-    url, category = row[0].strip(), row[1].strip() or "MISC"
     try:
-        host = urlsplit(_url(url)).hostname or ""
-        return _build({"domain": host, "url": url, "category": category}, f"{path.name}:{line}")
+        url, domain = _url_and_domain(row[0])
+        category = _category(row[1] or "MISC")
     except ValueError as exc:
         raise TargetFileError(path, line, str(exc)) from exc
+    return Target(domain=domain, url=url, category=category, source=f"{path.name}:{line}")
