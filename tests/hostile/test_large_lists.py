@@ -10,8 +10,6 @@ so that no other child of the test run counts).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import subprocess
 import sys
 import time
@@ -169,7 +167,7 @@ async def test_the_runner_pulls_targets_as_slots_free_up(monkeypatch: pytest.Mon
 
 
 async def test_a_sink_that_fails_stops_the_run_and_cancels_what_is_in_flight(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, hostile) -> None:
     started: list[str] = []
 
     async def measure(target, plan, state=None):
@@ -182,19 +180,19 @@ async def test_a_sink_that_fails_stops_the_run_and_cancels_what_is_in_flight(
 
     monkeypatch.setattr(runner, "measure_target", measure)
     targets = (F.target(f"t{i}.example") for i in range(100))
-    with pytest.raises(OSError):
+    with hostile.case("run: the sink fails", timeout=10), pytest.raises(OSError):
         await asyncio.wait_for(run_targets(targets, RunPlan(concurrency=4), sink), 10)
     assert len(started) == 4  # the rest of the list was never taken
 
 
-def test_results_come_back_in_input_order_when_collected(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_results_come_back_in_input_order_when_collected(monkeypatch: pytest.MonkeyPatch,
+                                                         hostile) -> None:
     async def measure(target, plan, state=None):
         await asyncio.sleep(0.02 if target.domain == "t0.example" else 0)
-        return dataclasses.replace(F.measurement(tgt=target))
+        return F.measurement(tgt=target)
 
     monkeypatch.setattr(runner, "measure_target", measure)
     targets = [F.target(f"t{i}.example") for i in range(10)]
-    results = asyncio.run(run_targets(iter(targets), RunPlan(concurrency=3)))
+    with hostile.case("run: collected in input order", timeout=10):
+        results = asyncio.run(run_targets(iter(targets), RunPlan(concurrency=3)))
     assert [m.target for m in results] == targets
-    assert json.dumps([m.target.domain for m in results])  # plain data
