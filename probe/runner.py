@@ -11,15 +11,20 @@ throughput runs one target at a time so that targets never compete for the link.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from probe import failures
 from probe import verdict as judging
 from probe.helper_api import HelperRequest
 from probe.measure import dns, helper, http, tcp, tls
+from probe.measure.classify import cause
 from probe.model import (
     DnsQuery,
     DnsResult,
@@ -30,12 +35,15 @@ from probe.model import (
     Target,
     TargetMeasurement,
     ThrottleEstimate,
+    Verdict,
 )
 
 if TYPE_CHECKING:
     from probe.throttling.plan import RateHistory, ThroughputTests
 
 DEFAULT_CONTROL_SNI = "www.example.com"
+INTERNAL_ERROR_RULE = "internal_error"  # the verdict's rule when measuring raised a bug
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,25 +200,69 @@ async def measure_target(
     return replace(measurement, runtime=settings.since_origin(), verdict=final)
 
 
+def internal_error(target: Target, plan: RunPlan, exc: Exception, started: float
+                   ) -> TargetMeasurement:
+    """What is recorded for a target whose measurement raised a programming error: inconclusive,
+    `unknown_failure`, the error named in the reason (the traceback goes to the log)."""
+    verdict = Verdict(verdict="inconclusive", rule=INTERNAL_ERROR_RULE, failure=failures.UNKNOWN,
+                      reason=f"internal error: {cause(exc)}")
+    return TargetMeasurement(target=target, start_time=started, runtime=time.time() - started,
+                             probe=Evidence(), control=Evidence(),
+                             control_source=_control_source(plan), verdict=verdict)
+
+
+def is_internal_error(m: TargetMeasurement) -> bool:
+    return m.verdict is not None and m.verdict.rule == INTERNAL_ERROR_RULE
+
+
+async def _guarded(target: Target, plan: RunPlan, state: _RunState) -> TargetMeasurement:
+    """One target's bug must not lose the run (second line of defence: bad input is refused at
+    load time). PROBE_STRICT=1 (the test suite) lets it raise, so a bug still fails loudly."""
+    started = time.time()
+    try:
+        return await measure_target(target, plan, state)
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback, recorded, not hidden
+        if os.environ.get("PROBE_STRICT") == "1":
+            raise
+        log.error("internal error measuring %s (recorded as inconclusive)", target.domain,
+                  exc_info=True)
+        return internal_error(target, plan, exc, started)
+
+
 async def run_targets(
-    targets: Sequence[Target],
+    targets: Iterable[Target],
     plan: RunPlan,
     on_result: Callable[[TargetMeasurement], None] | None = None,
     client_ips: set[str] | None = None,
+    collect: bool = True,
 ) -> list[TargetMeasurement]:
-    """Measures every target (bounded concurrency); `on_result` sees each as it completes.
+    """Measures every target, `plan.concurrency` at a time, pulling them from `targets` as slots
+    free up (a list of a million targets is never in memory at once); `on_result` sees each as
+    it completes. Returns them in input order when `collect`, else [] (the sink has them).
 
     `client_ips`, when given, is filled as the run goes with the public addresses the helper
     saw, before `on_result` sees a target measured with them, so the caller can scrub them.
+    An exception from `on_result` (e.g. the disk is full) stops the run: it is raised here.
     """
     state = _RunState(client_ips=client_ips if client_ips is not None else set())
-    limit = asyncio.Semaphore(max(1, plan.concurrency))
-
-    async def one(target: Target) -> TargetMeasurement:
-        async with limit:
-            measurement = await measure_target(target, plan, state)
-        if on_result is not None:
-            on_result(measurement)
-        return measurement
-
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    pending = iter(enumerate(targets))
+    running: dict[asyncio.Task[TargetMeasurement], int] = {}
+    done_in_order: dict[int, TargetMeasurement] = {}
+    try:
+        while True:
+            for index, target in itertools.islice(pending, max(1, plan.concurrency) - len(running)):
+                running[asyncio.create_task(_guarded(target, plan, state))] = index
+            if not running:
+                break
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                index, measurement = running.pop(task), task.result()
+                if on_result is not None:
+                    on_result(measurement)
+                if collect:
+                    done_in_order[index] = measurement
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    return [done_in_order[i] for i in sorted(done_in_order)]

@@ -1,4 +1,4 @@
-"""Target lists: our YAML files and Citizen Lab test-list CSVs, validated strictly.
+"""Target lists: our YAML files and Citizen Lab test-list CSVs, validated strictly and streamed.
 
 YAML, a mapping (or a bare list of targets):
 
@@ -20,23 +20,31 @@ Any error stops loading (nothing is measured from a broken list) with a TargetFi
 str is one line, "FILE:LINE: message". Duplicates: the same domain twice in one YAML file is an
 error (a typo, most likely); in a CSV (public lists repeat domains under http and https) and
 across files the first occurrence wins and later ones are dropped.
+
+Lists are streamed, never held: `check_targets` reads every file once keeping nothing but the
+domains seen (in a temporary SQLite file) and the first error, then `iter_targets` reads them
+again target by target. A 1 M-row list loads in the memory of a 1 k-row one.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import yaml
 
+from probe import yamlstream as ys
 from probe.model import Target
 
-__all__ = ["TargetFileError", "default_target_files", "load_targets", "parse_domain"]
+__all__ = ["TargetFileError", "TargetFiles", "check_targets", "open_targets", "default_target_files", "iter_targets",
+           "load_targets", "parse_domain"]
 
 CSV_HEADER = ["url", "category_code", "category_description", "date_added", "source", "notes"]
 TOP_KEYS = frozenset({"category", "control", "control_throughput_url", "description", "targets"})
@@ -44,7 +52,7 @@ TARGET_KEYS = frozenset({"domain", "url", "category", "control", "throughput_url
                          "control_throughput_url"})
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CATEGORY = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
-_STR = "tag:yaml.org,2002:str"
+_UNUSABLE = re.compile(r"[\x00-\x20\x7f]")  # whitespace and control characters inside a URL
 
 
 class TargetFileError(ValueError):
@@ -61,16 +69,77 @@ def default_target_files() -> list[Path]:
     return sorted(folder.glob("*.yaml"))
 
 
+@dataclass(frozen=True)
+class TargetFiles:
+    """Validated target files, read again at each iteration (each of a daemon's runs)."""
+
+    paths: tuple[Path, ...]
+    count: int  # distinct targets, found by the validating pass
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter_targets(self.paths)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def open_targets(paths: Iterable[Path | str]) -> TargetFiles:
+    """Validates the files (one streaming pass, nothing kept); raises TargetFileError."""
+    paths = tuple(map(Path, paths))
+    return TargetFiles(paths, check_targets(paths))
+
+
+def check_targets(paths: Iterable[Path | str]) -> int:
+    """Validates every file in one streaming pass (nothing kept); the number of targets."""
+    return sum(1 for _ in iter_targets(paths))
+
+
 def load_targets(paths: Iterable[Path | str]) -> list[Target]:
-    """Every target of every file, in order, first occurrence of a domain winning."""
-    seen: set[str] = set()
-    targets: list[Target] = []
-    for path in map(Path, paths):
-        for target in _load(path):
-            if target.domain not in seen:
-                seen.add(target.domain)
-                targets.append(target)
-    return targets
+    """Every target of every file, in a list (small lists; large ones: `iter_targets`)."""
+    paths = list(paths)
+    check_targets(paths)  # nothing loads if one file is bad
+    return list(iter_targets(paths))
+
+
+def iter_targets(paths: Iterable[Path | str]) -> Iterator[Target]:
+    """Every target of every file, in order, first occurrence of a domain winning. An error
+    is raised when it is met: call `check_targets` first to measure nothing from a bad list."""
+    with _Seen() as seen:
+        for index, path in enumerate(map(Path, paths)):
+            count = 0
+            for target, line in _load(path):
+                first = seen.first(target.domain, index, line)
+                if first is None:
+                    count += 1
+                    yield target
+                elif first[0] == index and path.suffix.lower() != ".csv":
+                    raise TargetFileError(path, line, f"duplicate domain {target.domain} "
+                                          f"(first on line {first[1]})")
+                else:
+                    count += 1  # a duplicate still counts: the file is not empty
+            if count == 0:
+                raise TargetFileError(path, 1, "no targets")
+
+
+class _Seen:
+    """The domains met so far, with their file and line, in a temporary on-disk SQLite database
+    (its page cache is bounded): de-duplicating a 1 M-row list keeps no 1 M objects."""
+
+    def __enter__(self) -> _Seen:
+        self._db = sqlite3.connect("")  # "": a private temporary file, deleted on close
+        self._db.execute("CREATE TABLE seen (domain TEXT PRIMARY KEY, file INT, line INT)"
+                         " WITHOUT ROWID")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._db.close()
+
+    def first(self, domain: str, file: int, line: int) -> tuple[int, int] | None:
+        """Where `domain` was first seen, or None (and it is recorded as seen here)."""
+        row = self._db.execute("SELECT file, line FROM seen WHERE domain = ?", (domain,)).fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", (domain, file, line))
+        return row
 
 
 def parse_domain(text: str) -> str:
@@ -78,10 +147,11 @@ def parse_domain(text: str) -> str:
     domain = text.strip().lower()
     if not domain or len(domain) > 253:
         raise ValueError(f"invalid domain {text!r}")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"invalid domain {text!r}") from exc
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"invalid domain {text!r}") from exc
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise ValueError(f"invalid domain {text!r}")
@@ -91,110 +161,126 @@ def parse_domain(text: str) -> str:
 
 
 def _url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    parts = urlsplit(text.strip())
+    return _url_and_domain(text, schemes)[0]
+
+
+def _url_and_domain(text: str, schemes: tuple[str, ...] = ("http", "https")) -> tuple[str, str]:
+    """A URL the probe can fetch (scheme, a host name, a port in 1-65535, nothing unprintable)
+    and its host as a domain; split once, as a million-row list is checked twice."""
+    text = text.strip()
+    parts = urlsplit(text)
     if parts.scheme not in schemes:
         raise ValueError(f"URL {text!r} must start with " + " or ".join(f"{s}://" for s in schemes))
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise ValueError(f"URL {text!r} has no host")
-    parse_domain(parts.hostname)
-    return text.strip()
-
-
-def _load(path: Path) -> list[Target]:
+    if _UNUSABLE.search(text):
+        raise ValueError(f"URL {text!r} contains a space or a control character")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TargetFileError(path, 1, f"cannot read: {exc}") from exc
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"URL {text!r} has an invalid port (want 1-65535)")
+    return text, parse_domain(host)
+
+
+def _category(text: str) -> str:
+    category = text.strip()
+    if not _CATEGORY.match(category):
+        raise _FieldError("category", f"invalid category {category!r} (like GRP or NEWS)")
+    return category
+
+
+def _load(path: Path) -> Iterator[tuple[Target, int]]:
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        targets = _from_yaml(path, text)
-    elif suffix == ".csv":
-        targets = _from_csv(path, text)
-    else:
+    if suffix not in (".yaml", ".yml", ".csv"):
         raise TargetFileError(path, 1, "unknown kind of target file (want .yaml, .yml or .csv)")
-    if not targets:
-        raise TargetFileError(path, 1, "no targets")
-    return targets
+    if suffix == ".csv":
+        with _open(path) as raw:
+            yield from _from_csv(path, _utf8_lines(path, raw))
+    else:
+        yield from _from_yaml(path)
 
 
-# --- YAML ---------------------------------------------------------------------------------------
-
-
-def _from_yaml(path: Path, text: str) -> list[Target]:
+@contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise TargetFileError(path, line, f"not valid YAML: {exc.problem}") from exc
-    except yaml.YAMLError as exc:
-        raise TargetFileError(path, 1, f"not valid YAML: {exc}") from exc
-    if root is None:
-        return []
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise TargetFileError(path, 1, f"cannot read: {exc}") from exc
+    with raw:
+        yield raw
+
+
+def _utf8_lines(path: Path, raw: BinaryIO) -> Iterator[str]:
+    """The file's lines decoded one by one, so a byte that is not UTF-8 names its own line."""
+    for number, data in enumerate(raw, 1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TargetFileError(path, number, f"not UTF-8 (byte {exc.start + 1} of the line)"
+                                  ) from None
+        yield line.removeprefix("\ufeff") if number == 1 else line
+
+
+# --- YAML (probe.yamlstream: parser events, one target composed at a time) -------------------
+
+
+def _from_yaml(path: Path) -> Iterator[tuple[Target, int]]:
+    """Two passes over the file: the top-level defaults (wherever they stand), then the targets
+    one at a time."""
     defaults: dict[str, str] = {}
     default_lines: dict[str, int] = {}
-    items = root
-    if isinstance(root, yaml.MappingNode):
-        fields = _mapping(path, root, TOP_KEYS)
-        defaults = {k: _scalar(path, v, k) for k, v in fields.items() if k != "targets"}
-        default_lines = {k: _line(v) for k, v in fields.items()}
-        if "targets" not in fields:
-            raise TargetFileError(path, _line(root), "missing key 'targets'")
-        items = fields["targets"]
-    if not isinstance(items, yaml.SequenceNode):
-        raise TargetFileError(path, _line(items), "targets must be a list")
-    targets, lines = [], {}
-    for node in items.value:
-        target = _target(path, node, defaults, default_lines)
-        if target.domain in lines:
-            raise TargetFileError(path, _line(node),
-                                  f"duplicate domain {target.domain} (first on line {lines[target.domain]})")
-        lines[target.domain] = _line(node)
-        targets.append(target)
-    return targets
+    with _yaml(path) as loader:
+        for key, node in ys.top_level(loader, TOP_KEYS, "targets"):
+            if node is None:
+                ys.skip_rest(loader)
+            elif key != "description":
+                defaults[key], default_lines[key] = ys.scalar(node, key), ys.line_of(node)
+    with _yaml(path) as loader:
+        for key, _node in ys.top_level(loader, TOP_KEYS, "targets"):
+            while key == "targets" and not loader.check_event(yaml.SequenceEndEvent):
+                node = ys.compose(loader, 0)
+                yield _target(path, node, defaults, default_lines), ys.line_of(node)
+            if key == "targets":
+                loader.get_event()
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _mapping(path: Path, node: yaml.Node, allowed: frozenset[str]) -> dict[str, yaml.Node]:
-    if not isinstance(node, yaml.MappingNode):
-        raise TargetFileError(path, _line(node), "expected a mapping")
-    fields: dict[str, yaml.Node] = {}
-    for key_node, value in node.value:
-        key = _scalar(path, key_node, "key")
-        if key not in allowed:
-            raise TargetFileError(path, _line(key_node), f"unknown key {key!r} (allowed: "
-                                  + ", ".join(sorted(allowed)) + ")")
-        if key in fields:
-            raise TargetFileError(path, _line(key_node), f"key {key!r} given twice")
-        fields[key] = value
-    return fields
-
-
-def _scalar(path: Path, node: yaml.Node, what: str) -> str:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != _STR or not node.value.strip():
-        raise TargetFileError(path, _line(node), f"{what} must be a non-empty string")
-    return node.value
+@contextmanager
+def _yaml(path: Path) -> Iterator[yaml.CSafeLoader]:
+    with _open(path) as raw:
+        loader = yaml.CSafeLoader(ys.Text(_utf8_lines(path, raw)))
+        try:
+            yield loader
+        except ys.ShapeError as exc:
+            raise TargetFileError(path, exc.line, exc.message) from None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            raise TargetFileError(path, mark.line + 1 if mark else 1,
+                                  f"not valid YAML: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            raise TargetFileError(path, 1, f"not valid YAML: {exc}") from None
+        finally:
+            loader.dispose()
 
 
 def _target(path: Path, node: yaml.Node, defaults: dict[str, str],
             default_lines: dict[str, int]) -> Target:
+    line = ys.line_of(node)
     if isinstance(node, yaml.ScalarNode):
-        fields = {"domain": _scalar(path, node, "domain")}
-        lines = {"domain": _line(node)}
+        fields, lines = {"domain": ys.scalar(node, "domain")}, {"domain": line}
     else:
-        nodes = _mapping(path, node, TARGET_KEYS)
+        nodes = ys.mapping(node, TARGET_KEYS)
         if "domain" not in nodes:
-            raise TargetFileError(path, _line(node), "missing key 'domain'")
-        fields = {k: _scalar(path, v, k) for k, v in nodes.items()}
-        lines = {k: _line(v) for k, v in nodes.items()}
+            raise TargetFileError(path, line, "missing key 'domain'")
+        fields = {k: ys.scalar(v, k) for k, v in nodes.items()}
+        lines = {k: ys.line_of(v) for k, v in nodes.items()}
     merged, lines = {**defaults, **fields}, {**default_lines, **lines}
     try:
-        return _build(merged, f"{path.name}:{_line(node)}")
+        return _build(merged, f"{path.name}:{line}")
     except _FieldError as exc:
-        raise TargetFileError(path, lines.get(exc.key, _line(node)), exc.message) from exc
+        raise TargetFileError(path, lines.get(exc.key, line), exc.message) from exc
 
 
 def make_target(domain: str, url: str | None = None, control: str | None = None,
@@ -224,9 +310,7 @@ def _check(key: str, check: Callable[[str], str], value: str) -> str:
 def _build(fields: dict[str, str], source: str) -> Target:
     domain = _check("domain", parse_domain, fields["domain"])
     url = _check("url", _url, fields.get("url", f"https://{domain}/"))
-    category = fields.get("category", "MISC").strip()
-    if not _CATEGORY.match(category):
-        raise _FieldError("category", f"invalid category {category!r} (like GRP or NEWS)")
+    category = _category(fields.get("category", "MISC"))
     control = fields.get("control")
     throughput, control_throughput = fields.get("throughput_url"), fields.get(
         "control_throughput_url")
@@ -246,34 +330,27 @@ def _build(fields: dict[str, str], source: str) -> Target:
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def _from_csv(path: Path, text: str) -> list[Target]:
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+def _from_csv(path: Path, lines: Iterator[str]) -> Iterator[tuple[Target, int]]:
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
         if header is None:
-            return []
+            return
         if [h.strip() for h in header] != CSV_HEADER:
             raise TargetFileError(path, 1, "wrong header, want: " + ",".join(CSV_HEADER))
-        return list(_csv_rows(path, reader))
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield _csv_row(path, reader.line_num, row), reader.line_num
     except csv.Error as exc:
         raise TargetFileError(path, reader.line_num, f"not valid CSV: {exc}") from exc
 
 
-def _csv_rows(path: Path, reader: Any) -> Iterator[Target]:
-    seen: set[str] = set()
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(CSV_HEADER):
-            raise TargetFileError(path, line, f"{len(row)} fields, want {len(CSV_HEADER)}")
-        url, category = row[0].strip(), row[1].strip() or "MISC"
-        try:
-            host = urlsplit(_url(url)).hostname or ""
-            target = _build({"domain": host, "url": url, "category": category},
-                            f"{path.name}:{line}")
-        except ValueError as exc:
-            raise TargetFileError(path, line, str(exc)) from exc
-        if target.domain not in seen:
-            seen.add(target.domain)
-            yield target
+def _csv_row(path: Path, line: int, row: list[str]) -> Target:
+    if len(row) != len(CSV_HEADER):
+        raise TargetFileError(path, line, f"{len(row)} fields, want {len(CSV_HEADER)}")
+    try:
+        url, domain = _url_and_domain(row[0])
+        category = _category(row[1] or "MISC")
+    except ValueError as exc:
+        raise TargetFileError(path, line, str(exc)) from exc
+    return Target(domain=domain, url=url, category=category, source=f"{path.name}:{line}")

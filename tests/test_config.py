@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import trustme
 from click.testing import CliRunner
 from dnsserver import Rule
 from test_runner import isp, lab  # noqa: F401 (fixtures)
@@ -271,7 +272,7 @@ def test_search_path_order() -> None:
 
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "ca.pem").write_text("x")
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "conf" / "ca.pem"))  # checked as PEM
     path = write(tmp_path, "[controls]\nca_file = 'ca.pem'\n[run]\nout = 'res'\n", "conf/p.toml")
     rows = shown(invoke("config", "--config", str(path), "run").stdout)
     assert rows["controls.ca_file"][0] == json.dumps(str(tmp_path / "conf" / "ca.pem"))

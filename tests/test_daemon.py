@@ -108,15 +108,16 @@ async def test_stop_mid_run_cancels_the_run_promptly() -> None:
     assert run.active == 0
 
 
-async def test_a_failing_store_does_not_lose_the_metrics() -> None:
+async def test_a_failing_store_does_not_lose_the_metrics_but_fails_the_run() -> None:
     def open_sink():
         def sink(m):
             raise OSError(28, "No space left on device")
         return sink
 
     d = Daemon([], FakeRun(), VANTAGE, Schedule(max_age_runs=1e9), open_sink)
-    assert await d.run_once() is True
+    assert await d.run_once() is False  # measured but not stored: not a successful run
     assert len(d.board.snapshot().measurements) == 3
+    assert d.board.store_errors == 3 and d.board.snapshot().runs.failures == 1
 
 
 def test_stale_results_are_no_longer_exported() -> None:

@@ -52,10 +52,14 @@ def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, inte
     from probe.cli.session import Session
 
     targets = load_targets_or_exit(target_files)
-    session = Session.open(measurement, concurrency)
+    session = Session.open_or_exit(measurement, concurrency)
 
     schedule = Schedule(interval=interval, jitter=jitter, run_timeout=run_timeout)
     worker = Daemon(targets, session.run, session.vantage, schedule, session.recorder)
     log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
                 len(targets), interval, jitter, *listen)
-    asyncio.run(serve(worker, *listen))
+    try:
+        asyncio.run(serve(worker, *listen))
+    except OSError as exc:  # runs catch their own errors: this is the metrics server's bind
+        raise click.BadParameter(f"cannot listen on {listen[0]}:{listen[1]}: "
+                                 f"{exc.strerror or exc}", param_hint="--listen") from None

@@ -1,9 +1,17 @@
-"""`probe run` and `probe check`: measure targets, store every result, print verdicts."""
+"""`probe run` and `probe check`: measure targets, store every result, print verdicts.
+
+Targets are pulled from the (already validated) lists as the run goes and every result goes to
+the store as it completes: memory follows `--concurrency`, not the list. The table printed at
+the end keeps a slim copy (target and verdict) of the first TABLE_ROWS targets only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -11,40 +19,83 @@ import click
 from probe.cli import console, notices
 from probe.cli.options import (
     MeasurementOptions,
+    check_http_url,
     load_targets_or_exit,
     measurement_options,
     targets_option,
 )
-from probe.cli.session import EXIT_OFFLINE, Session
-from probe.model import Target, TargetMeasurement, VantageOffline
+from probe.cli.session import EXIT_INPUT, EXIT_INTERNAL, EXIT_OFFLINE, EXIT_STORE, Session
+from probe.model import Evidence, Target, TargetMeasurement, VantageOffline
+from probe.results.store import StoreError
+from probe.runner import is_internal_error
+from probe.targets import TargetFileError
+
+TABLE_ROWS = 1000
 
 
-def _measure(targets: list[Target], options: MeasurementOptions, as_json: bool,
-             concurrency: int) -> list[TargetMeasurement]:
-    """Runs the targets, storing each as it completes (a killed run keeps what it finished)."""
+@dataclass
+class _Tally:
+    """What the end of a run needs: a few rows for the table, counts, and (only for a metrics
+    export) every measurement."""
+
+    keep_all: bool = False
+    shown: list[TargetMeasurement] = field(default_factory=list)
+    kept: list[TargetMeasurement] = field(default_factory=list)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    internal: list[str] = field(default_factory=list)  # domains that hit an internal error
+    notes: notices.RunNotes = field(default_factory=notices.RunNotes)
+
+    def add(self, m: TargetMeasurement) -> None:
+        self.verdicts[m.verdict.verdict if m.verdict else "none"] += 1
+        self.notes.add(m)
+        if is_internal_error(m):
+            self.internal.append(m.target.domain)
+        if len(self.shown) < TABLE_ROWS:
+            self.shown.append(replace(m, probe=Evidence(), control=Evidence()))
+        if self.keep_all:
+            self.kept.append(m)
+
+
+def _measure(targets: Iterable[Target], total: int, options: MeasurementOptions, as_json: bool,
+             concurrency: int, keep_all: bool = False) -> _Tally:
+    """Runs the targets, storing each as it completes (a killed run keeps what it finished).
+    Results that cannot be stored stop the run: one line, exit 3."""
     from probe.results.tables import json_line
 
-    session = Session.open(options, concurrency)
+    session = Session.open_or_exit(options, concurrency)
     _say(notices.contacts(options.controls()))
     record = session.recorder()
+    tally = _Tally(keep_all)
     with console.progress(sys.stderr.isatty()) as progress:
-        task = progress.add_task("", total=len(targets))
+        task = progress.add_task("", total=total)
 
         def on_result(m: TargetMeasurement) -> None:
             stored = record(m)
+            tally.add(m)
             if as_json:
                 click.echo(json_line(stored))
             progress.update(task, advance=1, description=m.target.domain)
 
         try:
-            results = asyncio.run(session.run(
+            asyncio.run(session.run(
                 targets, on_result, lambda health: _say(notices.unreachable_controls(health))))
         except VantageOffline as exc:
+            progress.stop()
             click.echo(f"error: this vantage point is offline ({exc}): nothing was measured",
                        err=True)
             raise SystemExit(EXIT_OFFLINE) from None
-    _say(notices.after_run(results, session.last_health))
-    return results
+        except TargetFileError as exc:  # validated before the run: the file changed since
+            progress.stop()
+            click.echo(f"error: {exc} (the file changed during the run)", err=True)
+            raise SystemExit(EXIT_INPUT) from None
+        except StoreError as exc:
+            progress.stop()
+            stored = sum(tally.verdicts.values())
+            click.echo(f"error: results could not be stored, run stopped after {stored} of "
+                       f"{total} targets (those are intact): {exc}", err=True)
+            raise SystemExit(EXIT_STORE) from None
+    _say(tally.notes.lines(session.last_health))
+    return tally
 
 
 def _say(lines: list[str]) -> None:
@@ -52,30 +103,56 @@ def _say(lines: list[str]) -> None:
         click.echo(line, err=True)
 
 
+def _exit_if_internal_errors(tally: _Tally) -> None:
+    if tally.internal:
+        names = ", ".join(tally.internal[:5]) + (" ..." if len(tally.internal) > 5 else "")
+        click.echo(f"error: {len(tally.internal)} target(s) hit an internal error and were "
+                   f"recorded as inconclusive (see the log): {names}", err=True)
+        raise SystemExit(EXIT_INTERNAL)
+
+
+def _check_pushgateway(_ctx: click.Context, _param: click.Parameter, value: str | None
+                       ) -> str | None:
+    if value is not None:
+        try:
+            check_http_url(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @targets_option
 @measurement_options
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per target on stdout.")
-@click.option("--pushgateway", metavar="URL", help="Push metrics to this Pushgateway.")
+@click.option("--pushgateway", metavar="URL", callback=_check_pushgateway,
+              help="Push metrics to this Pushgateway.")
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path),
               help="Write metrics for node_exporter's textfile collector (atomically).")
 def run(target_files: tuple[Path, ...], measurement: MeasurementOptions, concurrency: int,
         as_json: bool, pushgateway: str | None, textfile: Path | None) -> None:
     """Measure every target and give each a verdict."""
     targets = load_targets_or_exit(target_files)
-    results = _measure(targets, measurement, as_json, concurrency)
+    tally = _measure(targets, len(targets), measurement, as_json, concurrency,
+                     keep_all=bool(pushgateway or textfile))
     if not as_json:
         from probe.results.tables import verdict_table
 
-        console.stdout().print(verdict_table(results))
+        out = console.stdout()
+        out.print(verdict_table(tally.shown))
+        if len(targets) > len(tally.shown):
+            counts = ", ".join(f"{v} {n}" for v, n in sorted(tally.verdicts.items()))
+            out.print(f"{len(targets)} targets ({counts}); the first {len(tally.shown)} are "
+                      "shown, `probe results` lists them all")
     if pushgateway or textfile:
         from probe.monitoring import export
 
         if pushgateway:
-            export.push(results, pushgateway, measurement.vantage_point())
+            export.push(tally.kept, pushgateway, measurement.vantage_point())
         if textfile:
-            export.write_textfile(results, textfile, measurement.vantage_point())
+            export.write_textfile(tally.kept, textfile, measurement.vantage_point())
+    _exit_if_internal_errors(tally)
 
 
 @click.command()
@@ -94,6 +171,7 @@ def check(domain: str, url: str | None, control_domain: str | None, as_json: boo
         target = make_target(domain, url=url, control=control_domain, source="command line")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="DOMAIN") from None
-    [measurement_done] = _measure([target], measurement, as_json, 1)
+    tally = _measure([target], 1, measurement, as_json, 1, keep_all=True)
     if not as_json:
-        trace(measurement_done, console.stdout())
+        trace(tally.kept[0], console.stdout())
+    _exit_if_internal_errors(tally)

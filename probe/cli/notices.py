@@ -3,7 +3,7 @@ use, and what it did not measure. One line each, said once per run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from probe import controls
 from probe.health import Health
@@ -29,19 +29,37 @@ def unreachable_controls(health: Health) -> list[str]:
             "verdicts that need one will be inconclusive"]
 
 
-def after_run(results: Iterable[TargetMeasurement], health: Health | None) -> list[str]:
-    """Verdicts that could not use a control, and throttling that was not measured."""
-    lines = []
-    results = list(results)
-    if health is not None and health.unreachable and not health.reachable:
-        names = [m.target.domain for m in results if m.verdict and m.verdict.verdict == "inconclusive"]
-        if names:
-            lines.append(f"probe: {len(names)} verdicts could not use a control: "
-                         f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
-    skipped = [m for m in results if m.verdict and m.verdict.throttling
-               and m.verdict.throttling.state == "not_measured"]
-    if skipped:
-        reason = skipped[0].verdict.throttling.reason  # type: ignore[union-attr]
-        lines.append(f"probe: throttling was not measured for {len(skipped)} targets ({reason}); "
-                     f"a helper with a bulk endpoint measures it: see {HELPER_DOCS}")
-    return lines
+@dataclass
+class RunNotes:
+    """What the end of a run says, counted as results stream by (nothing else is kept)."""
+
+    inconclusive: list[str] = field(default_factory=list)  # the first few names only
+    inconclusive_count: int = 0
+    not_measured: int = 0
+    not_measured_reason: str | None = None
+
+    def add(self, m: TargetMeasurement) -> None:
+        v = m.verdict
+        if v is None:
+            return
+        if v.verdict == "inconclusive":
+            self.inconclusive_count += 1
+            if len(self.inconclusive) < 10:
+                self.inconclusive.append(m.target.domain)
+        if v.throttling is not None and v.throttling.state == "not_measured":
+            self.not_measured += 1
+            self.not_measured_reason = v.throttling.reason
+
+    def lines(self, health: Health | None) -> list[str]:
+        """Verdicts that could not use a control, and throttling that was not measured."""
+        lines = []
+        if (health is not None and health.unreachable and not health.reachable
+                and self.inconclusive_count):
+            more = " ..." if self.inconclusive_count > len(self.inconclusive) else ""
+            lines.append(f"probe: {self.inconclusive_count} verdicts could not use a control: "
+                         f"{', '.join(self.inconclusive)}{more}")
+        if self.not_measured:
+            lines.append(f"probe: throttling was not measured for {self.not_measured} targets "
+                         f"({self.not_measured_reason}); a helper with a bulk endpoint measures "
+                         f"it: see {HELPER_DOCS}")
+        return lines

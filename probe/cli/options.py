@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
 from probe.cli.config import config_option
 from probe.controls import Controls, choose
-from probe.model import Settings, Target, Vantage
+from probe.model import Settings, Vantage
 from probe.runner import RunPlan
+
+if TYPE_CHECKING:
+    from probe.targets import TargetFiles
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,26 @@ def _check_resolvers(_ctx: click.Context, _param: click.Parameter,
 
 
 def _http_url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise click.BadParameter(f"{value!r} is not an http(s) URL")
+    try:
+        check_http_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value if value.endswith("/") else value + "/"
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL with a host and a usable port; ValueError says what is wrong."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http"):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} has no host" if not parts.hostname
+                         else f"{value!r} has an invalid port (want 1-65535)")
+    return value
 
 
 def _check_helper(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -85,6 +107,22 @@ def _check_helper(_ctx: click.Context, _param: click.Parameter, value: str | Non
 def _check_helpers(_ctx: click.Context, _param: click.Parameter,
                    values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_http_url(v) for v in values)
+
+
+def check_ca_file(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Loaded now, so a file that is not PEM stops here rather than at the first handshake."""
+    if value is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=value)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise click.BadParameter(f"{value!r} is not a PEM CA certificate ({exc})") from None
+    return value
+
+
+def _check_cc(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not (len(value) == 2 and value.isascii() and value.isalpha()):
+        raise click.BadParameter(f"{value!r} is not a two-letter country code (like RU)")
+    return value.upper()
 
 
 def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -110,6 +148,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--helper-token", envvar="PROBE_HELPER_TOKEN", metavar="TOKEN",
                  help="Bearer token for the helper (or PROBE_HELPER_TOKEN)."),
     click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+                 callback=check_ca_file,
                  help="An extra CA to trust (e.g. the lab's)."),
     click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                  help="Seconds per network operation."),
@@ -119,7 +158,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--vantage", default="unnamed", show_default=True,
                  help="Name of this vantage point."),
     click.option("--probe-asn", default="AS0", callback=_check_asn, show_default=True),
-    click.option("--probe-cc", default="ZZ", show_default=True, help="Country code."),
+    click.option("--probe-cc", default="ZZ", callback=_check_cc, show_default=True,
+                 help="Country code (two letters)."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=Path("results"), show_default=True, help="Results directory."),
 ]
@@ -146,11 +186,13 @@ def targets_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def load_targets_or_exit(files: tuple[Path, ...]) -> list[Target]:
-    from probe.targets import TargetFileError, default_target_files, load_targets
+def load_targets_or_exit(files: tuple[Path, ...]) -> TargetFiles:
+    """The target files, validated in one streaming pass (nothing kept): they are read again
+    target by target as the run goes. A bad file: one line, exit 2, nothing measured."""
+    from probe.targets import TargetFileError, default_target_files, open_targets
 
     try:
-        return load_targets(list(files) or default_target_files())
+        return open_targets(list(files) or default_target_files())
     except TargetFileError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

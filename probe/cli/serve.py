@@ -8,6 +8,7 @@ import contextlib
 import click
 
 from probe.cli.config import config_option
+from probe.cli.options import check_ca_file
 from probe.model import Settings
 from probe.server.app import ServerConfig, server_ssl_context, start
 from probe.server.outside import Policy
@@ -42,7 +43,7 @@ async def _serve(config: ServerConfig, host: str, port: int, cert: str | None, k
 @click.option("--key", type=click.Path(exists=True, dir_okay=False), help="Private key (PEM).")
 @click.option("--token", envvar="PROBE_HELPER_TOKEN", metavar="TOKEN",
               help="Require this bearer token for control requests (or PROBE_HELPER_TOKEN).")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), callback=check_ca_file,
               help="Extra CA (PEM) trusted by the helper's own TLS and HTTP measurements.")
 @click.option("--resolver", default="system", show_default=True, callback=_check_resolver,
               help="Resolver for the helper's DNS: system, udp://IP[:PORT], tls://IP, https://...")
@@ -72,7 +73,11 @@ def serve(
         max_concurrency=max_concurrency,
         deadline=deadline,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground helper stops
-        asyncio.run(_serve(config, host, port, cert, key))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground helper stops
+            asyncio.run(_serve(config, host, port, cert, key))
+    except OSError as exc:  # the listening socket: address in use, or not ours to bind
+        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                                 param_hint="--port") from None
 
 

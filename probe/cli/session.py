@@ -1,23 +1,33 @@
 """The set-up every measuring command shares (`run`, `check`, `daemon`): the results store, the
 vantage, the run plan with the store's history, the vantage check before each run, and a new
-report id per run."""
+report id per run.
+
+Exit statuses (README): 0 done; 1 a failure click or Python reports; 2 bad input (an option, a
+target file, a results folder that cannot be used), nothing measured; 3 results could not be
+stored mid-run (the run stopped, earlier records intact); 4 this vantage point is offline
+(nothing measured or stored); 5 some targets hit an internal error (recorded as inconclusive,
+every other target stored).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
+
+import click
 
 from probe import health
 from probe.cli.options import MeasurementOptions
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.results.ooni import new_report_id
-from probe.results.store import Store, local_addresses
+from probe.results.store import Store, StoreError, local_addresses
 from probe.runner import RunPlan, run_targets
 
 OnResult = Callable[[TargetMeasurement], None]
-EXIT_OFFLINE = 4  # the vantage has no network: nothing measured, nothing stored
+EXIT_INPUT, EXIT_STORE, EXIT_OFFLINE, EXIT_INTERNAL = 2, 3, 4, 5
 
 
 @dataclass
@@ -29,8 +39,10 @@ class Session:
 
     @classmethod
     def open(cls, options: MeasurementOptions, concurrency: int) -> Session:
+        """Raises StoreError when the results folder cannot be used (see `open_or_exit`)."""
         vantage = options.vantage_point()
         store = Store(options.out_dir, vantage, scrub_addresses=local_addresses())
+        store.check_writable()
         plan = replace(options.plan(concurrency), history=store.control_rate_history)
         return cls(store, vantage, plan)
 
@@ -40,22 +52,34 @@ class Session:
         return (*plan.control_resolvers, *((plan.helper_url,) if plan.helper_url else ()),
                 *plan.th_urls)
 
+    @classmethod
+    def open_or_exit(cls, options: MeasurementOptions, concurrency: int) -> Session:
+        """`open`, or one line naming --out and exit 2, before anything is measured."""
+        try:
+            return cls.open(options, concurrency)
+        except StoreError as exc:
+            click.echo(f"error: --out: {exc}", err=True)
+            raise SystemExit(EXIT_INPUT) from None
+
     def recorder(self) -> Callable[[TargetMeasurement], dict[str, Any]]:
         """Stores each measurement of one run (a new report id) and returns its record."""
         report_id = new_report_id(self.vantage)
         return lambda m: self.store.append(m, report_id)
 
-    async def run(self, targets: Sequence[Target], on_result: OnResult,
+    async def run(self, targets: Iterable[Target], on_result: OnResult,
                   on_health: Callable[[health.Health], None] | None = None
                   ) -> list[TargetMeasurement]:
-        """Checks the vantage, then measures the targets; the helper's view of our address is
-        scrubbed as it is learnt. Raises VantageOffline, having measured nothing, when there
-        is no network."""
-        names = [urlsplit(t.url).hostname or t.domain for t in targets[: health.NAMES_CHECKED]]
+        """Checks the vantage, then measures the targets as they are pulled (nothing kept: the
+        sink has the results); the helper's view of our address is scrubbed as it is learnt.
+        Raises VantageOffline, having measured nothing, when there is no network."""
+        pulled = iter(targets)
+        first = list(itertools.islice(pulled, health.NAMES_CHECKED))
+        names = [urlsplit(t.url).hostname or t.domain for t in first]
         self.last_health = await health.check(names, self.controls, self.plan.settings)
         if not self.last_health.online:
             raise VantageOffline(self.last_health.describe())
         if on_health is not None:
             on_health(self.last_health)
+        targets = itertools.chain(first, pulled)
         return await run_targets(targets, self.plan, on_result,
-                                 client_ips=self.store.scrub_addresses)
+                                 client_ips=self.store.scrub_addresses, collect=False)

@@ -65,9 +65,12 @@ def parse_resolver(url: str) -> Resolver:
     if parts.scheme not in ("udp", "tls", "https"):
         raise ValueError(f"resolver {url!r}: expected system, udp://IP, tls://IP or https://HOST/path")
     try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        port = parts.port
     except ValueError as exc:
         raise ValueError(f"resolver {url!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"resolver {url!r}: port 0 cannot be reached (want 1-65535)")
+    port = port or _DEFAULT_PORTS[parts.scheme]
     host = parts.hostname
     if not host:
         raise ValueError(f"resolver {url!r}: no host")

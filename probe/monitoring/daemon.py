@@ -4,6 +4,10 @@ Runs never overlap (one loop, one run at a time); each wait gets random jitter s
 started together drift apart; a run that fails is logged and counted and the next one is still
 scheduled. The measurements reach the metrics only through the `Board` the daemon fills from
 finished TargetMeasurements (the runner's `on_result`), never from inside measuring code.
+
+Results that cannot be stored (full disk, a folder that cannot be made again: the store remakes
+a vanished one) still reach the metrics; each is counted in `censorprobe_store_errors_total`,
+the run logs one line for them and counts as failed.
 """
 
 from __future__ import annotations
@@ -14,22 +18,24 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.monitoring.metrics import ResultsCollector, RunStats, Snapshot
+from probe.results.store import StoreError
 
 log = logging.getLogger("probe.monitoring.daemon")
 
 OnResult = Callable[[TargetMeasurement], None]
 Sink = Callable[[TargetMeasurement], object]  # stores a measurement (what it returns is unused)
 # The runner: in production `lambda targets, on_result: run_targets(targets, plan, on_result)`.
-Runner = Callable[[Sequence[Target], OnResult], Awaitable[Sequence[TargetMeasurement]]]
+Runner = Callable[[Iterable[Target], OnResult], Awaitable[Sequence[TargetMeasurement]]]
 
 DEFAULT_LISTEN = ("127.0.0.1", 9464)
 
@@ -49,10 +55,11 @@ class Board:
     """The latest measurement per target and the run counters; what a scrape sees."""
 
     def __init__(self, vantage: Vantage, schedule: Schedule) -> None:
-        self._vantage = vantage
+        self.vantage = vantage
         self._schedule = schedule
         self._latest: dict[str, TargetMeasurement] = {}
         self._runs = RunStats(interval=schedule.interval)
+        self.store_errors = 0  # measurements that could not be stored, since start
 
     def record(self, m: TargetMeasurement) -> None:
         self._latest[m.target.domain] = m
@@ -71,19 +78,37 @@ class Board:
         oldest = now - self._schedule.max_age_runs * self._schedule.interval
         fresh = tuple(m for _, m in sorted(self._latest.items())
                       if m.start_time + m.runtime >= oldest)
-        return Snapshot(self._vantage, fresh, self._runs)
+        return Snapshot(self.vantage, fresh, self._runs)
+
+
+class _StoreErrors:
+    """`censorprobe_store_errors_total`, beside the collector built from results."""
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("censorprobe_store_errors",
+                                     "Measurements that could not be stored (disk full, results "
+                                     "folder gone and not re-creatable, read-only).",
+                                     labels=("vantage", "asn", "cc"))
+        v = self._board.vantage
+        family.add_metric((v.name, v.asn, v.cc), self._board.store_errors)
+        yield family
 
 
 class Daemon:
-    def __init__(self, targets: Sequence[Target], runner: Runner, vantage: Vantage,
+    def __init__(self, targets: Iterable[Target], runner: Runner, vantage: Vantage,
                  schedule: Schedule, open_sink: Callable[[], Sink] | None = None,
                  rng: random.Random | None = None) -> None:
-        self.targets = list(targets)
+        self.targets = targets  # re-iterated every run (validated files are read again)
         self.board = Board(vantage, schedule)
         self.schedule = schedule
         self._runner = runner
         self._open_sink = open_sink  # called once per run, e.g. Store.append with a new report id
         self._sink: Sink | None = None
+        self._unstored = 0  # in the current run
+        self._store_error = ""  # the first of them
         self._rng = rng or random.Random()
 
     def _on_result(self, m: TargetMeasurement) -> None:
@@ -91,12 +116,15 @@ class Daemon:
         if self._sink is not None:
             try:
                 self._sink(m)
-            except Exception:  # a full disk must not cost the metrics of this run
-                log.exception("could not store the measurement of %s", m.target.domain)
+            except (StoreError, OSError) as exc:  # a full disk must not cost the metrics
+                self._unstored += 1
+                self.board.store_errors += 1
+                self._store_error = self._store_error or str(exc)  # logged once, at the end
 
     async def run_once(self) -> bool:
         """One run; True when it completed. Failures are logged and counted, never raised."""
         started, clock = time.time(), time.monotonic()
+        self._unstored, self._store_error = 0, ""
         try:
             self._sink = self._open_sink() if self._open_sink is not None else None
             async with asyncio.timeout(self.schedule.run_timeout):
@@ -109,8 +137,13 @@ class Daemon:
             self.board.run_failed()
             log.exception("run failed after %.1f s", time.monotonic() - clock)
             return False
+        if self._unstored:  # measured but not kept: not a successful run
+            self.board.run_failed()
+            log.error("run counted as failed: %d result(s) could not be stored: %s",
+                      self._unstored, self._store_error)  # one line, not one per target
+            return False
         self.board.run_done(started, started + (time.monotonic() - clock))
-        log.info("run of %d targets took %.1f s", len(self.targets), time.monotonic() - clock)
+        log.info("run took %.1f s", time.monotonic() - clock)
         return True
 
     async def loop(self, stop: asyncio.Event, first_delay: float | None = None) -> None:
@@ -143,6 +176,7 @@ async def start_metrics_server(board: Board, host: str, port: int) -> web.AppRun
     """Serves /metrics from the board; port 0 picks a free port (see `bound_port`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ResultsCollector(board.snapshot))
+    registry.register(_StoreErrors(board))
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     runner = web.AppRunner(app, access_log=None)

@@ -2,8 +2,10 @@
 
 Files in `out_dir`:
 - measurements-YYYY-MM-DD.jsonl (UTC date of each measurement's start): one record per line,
-  written with a single write + flush + fsync, so completed targets survive a killed run. A line
-  torn by a crash is skipped when reading, and the next append starts on a fresh line.
+  written with a single checked write + fsync under an advisory lock, so completed targets
+  survive a killed run. A short or failed write (a full disk) is undone by truncating the file
+  back to where the record began, so nothing is torn, and raises StoreError. A line torn by a
+  crash is skipped when reading, and the next append starts on a fresh line.
 - index.sqlite (WAL): one row per record, for `runs`, `latest` and `history` (baselines).
 
 Before anything is written, every address in `scrub` (the volunteer's public IP as the helper saw
@@ -13,6 +15,8 @@ it, local interface addresses) is replaced by "[scrubbed]" anywhere in the recor
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import ipaddress
 import json
 import os
@@ -27,7 +31,7 @@ from typing import Any
 from probe.model import TargetMeasurement, Vantage
 from probe.results.ooni import from_ooni, scrub, to_ooni
 
-__all__ = ["Store", "local_addresses", "read_measurements", "read_records"]
+__all__ = ["Store", "StoreError", "local_addresses", "read_measurements", "read_records"]
 
 INDEX_COLUMNS = ("report_id", "input", "domain", "category", "vantage", "asn", "cc", "start_time",
                  "verdict", "blocking", "failure", "rule", "rate_bps", "control_rate_bps", "ratio",
@@ -47,19 +51,56 @@ CREATE INDEX IF NOT EXISTS by_report ON measurements (report_id);
 """
 
 
+class StoreError(Exception):
+    """The results cannot be stored (full disk, folder gone or read-only, corrupt index);
+    str(err) is one line for a person. Records written before it are intact."""
+
+
 class Store:
-    """Where one vantage's results go. Not shared between processes writing at once."""
+    """Where one vantage's results go. Processes appending to one folder at once take turns
+    (an advisory lock per file); a folder removed under a running store is made again."""
 
     def __init__(self, out_dir: Path | str, vantage: Vantage | str,
                  scrub_addresses: Iterable[str] = ()) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
-        self._db = sqlite3.connect(self.out_dir / "index.sqlite", check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = self._open_index()
+
+    def _open_index(self) -> sqlite3.Connection:
+        index = self.out_dir / "index.sqlite"
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(index, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot use results folder {self.out_dir}: {_why(exc)}") from exc
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            db.close()
+            self.check_writable()  # a read-only folder says so, rather than blame the index
+            raise StoreError(f"cannot use the results index {index}: {_why(exc)} (move it away;"
+                             " `Store.reindex` rebuilds it from the JSON lines)") from exc
+        return db
+
+    def check_writable(self) -> None:
+        """Raises StoreError unless a file can be made in the folder (what `run` needs; root
+        ignores permission bits, so this tries rather than asks)."""
+        probe = self.out_dir / f".probe-write-test-{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"results folder {self.out_dir} is not writable: {_why(exc)}"
+                             ) from exc
+
+    def _ensure_folder(self) -> None:
+        """A folder removed under a running store (a daemon's) is made again, with a new index."""
+        if not self.out_dir.is_dir():
+            self._db.close()
+            self._db = self._open_index()
 
     def __enter__(self) -> Store:
         return self
@@ -80,10 +121,14 @@ class Store:
         of our public IP) can be added before the targets measured with them are appended."""
         record = to_ooni(m, report_id, self.vantage)
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
+        self._ensure_folder()
         path = self.path_for(m.start_time)
         _append_line(path, line)
         written = json.loads(line)
-        self._index(written, m, path)
+        try:
+            self._index(written, m, path)
+        except sqlite3.Error as exc:  # the record is safe in the JSON lines; reindex restores
+            raise StoreError(f"stored {path.name} but could not index it: {_why(exc)}") from exc
         return written
 
     def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
@@ -174,20 +219,34 @@ class Store:
 
 
 def _append_line(path: Path, line: str) -> None:
+    """One record, whole or not at all: one write of the line, checked, then fsync; on any
+    failure the file is cut back to where the record began. The lock keeps writers in other
+    processes from appending between our size check and a truncation."""
     data = (line + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        if _torn(fd):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = os.fstat(fd).st_size
+        if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
             data = b"\n" + data  # close a line a crash left open, so ours stays whole
-        os.write(fd, data)  # one write; with O_APPEND it lands at the end as a whole
-        os.fsync(fd)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
-def _torn(fd: int) -> bool:
-    size = os.fstat(fd).st_size
-    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+def _why(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or str(exc)
 
 
 def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
