@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from probe.cli import notices
 from probe.cli.options import (
     MeasurementOptions,
     load_targets_or_exit,
@@ -58,6 +59,8 @@ def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, inte
     worker = Daemon(targets, session.run, session.vantage, schedule, session.recorder)
     log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
                 len(targets), interval, jitter, *listen)
+    for line in notices.contacts(measurement.controls()):  # every run contacts the same ones
+        log.warning("%s", line.removeprefix("probe: "))
     try:
         asyncio.run(serve(worker, *listen))
     except OSError as exc:  # runs catch their own errors: this is the metrics server's bind
