@@ -5,9 +5,9 @@ tests/test_dashboards.py fails when the JSON files are out of date, and runs eve
 against a real Prometheus.
 
 Portable: every panel, query and variable uses the datasource variable `$datasource`, never a uid.
-Provisioned, that variable picks the default Prometheus (grafana/provisioning/ names its uid);
-imported through Grafana's "Import", `__inputs` asks for a Prometheus and its uid replaces
-`${DS_PROMETHEUS}`, the variable's initial value.
+Provisioned, that variable picks the Prometheus named in grafana/provisioning/ (which alone names
+its uid); imported through Grafana's "Import", `__inputs` asks for a Prometheus and its uid
+replaces `${DS_PROMETHEUS}`, the variable's initial value.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 GRAFANA_VERSION = "11.6.0"  # the SDK's line, pinned in pyproject.toml; compose.yaml runs 11.6
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS_INPUT = "DS_PROMETHEUS"  # Grafana's import replaces ${DS_PROMETHEUS} with the chosen uid
+PROVISIONED_NAME = "Prometheus"  # grafana/provisioning/datasources/prometheus.yml
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'vantage=~"$vantage", asn=~"$asn"'  # per-vantage series
 TSEL = f'target=~"$target", {SEL}'  # per-target series
@@ -47,9 +48,10 @@ Pos = tuple[int, int, int, int]  # (x, y, w, h) on Grafana's 24-column grid
 
 
 def variables() -> list[Builder[Any]]:
-    placeholder = f"${{{DS_INPUT}}}"
+    # Grafana keeps a current value that matches an option's uid, else one whose name matches
+    # the text: imported, the uid of the chosen Prometheus; provisioned, the one named so.
     ds = (dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
-          .current(VariableOption(text=placeholder, value=placeholder)))
+          .current(VariableOption(text=PROVISIONED_NAME, value=f"${{{DS_INPUT}}}")))
     return [ds,
             label_values("asn", "censorprobe_vantage_info"),
             label_values("vantage", 'censorprobe_vantage_info{asn=~"$asn"}'),

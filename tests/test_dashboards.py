@@ -102,7 +102,9 @@ def test_every_panel_query_and_variable_uses_the_datasource_variable() -> None:
                 assert var["datasource"] == DS_VAR, var["name"]
     provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/censorprobe.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    assert provisioned["datasources"][0]["isDefault"]  # what `$datasource` picks when provisioned
+    for path in DASHBOARDS:  # provisioned, `$datasource` starts on the datasource of that name
+        (ds_var,) = [v for v in load(path)["templating"]["list"] if v["type"] == "datasource"]
+        assert ds_var["current"]["text"] == provisioned["datasources"][0]["name"]
 
 
 def test_an_import_asks_for_a_prometheus_and_every_placeholder_resolves() -> None:
