@@ -114,12 +114,19 @@ async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
                 async with asyncio.timeout(config.body_timeout):
                     await request.read()  # raises 413 past client_max_size
             except TimeoutError:
-                return _error(408, f"request body not received within {config.body_timeout} s")
+                return _closing(408, f"request body not received within {config.body_timeout} s")
             except web.HTTPRequestEntityTooLarge:
-                return _error(413, f"request body larger than {config.max_body} bytes")
+                return _closing(413, f"request body larger than {config.max_body} bytes")
         return await handler(request)
     finally:
         slow.leave(protocol)
+
+
+def _closing(status: int, message: str) -> web.Response:
+    """An error after which the connection closes: the rest of the body is still unread."""
+    response = _error(status, message)
+    response.force_close()
+    return response
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
@@ -207,7 +214,8 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Serve in the running loop; the runner (call .cleanup() to stop) and the bound port."""
     runner = _Runner(make_app(config), shutdown_timeout=1.0, access_log=None,
-                     keepalive_timeout=config.header_timeout)
+                     keepalive_timeout=config.header_timeout,
+                     lingering_time=min(1.0, config.body_timeout))  # reading an unread body
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
