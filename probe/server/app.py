@@ -3,11 +3,14 @@
 Routes: POST /api/v1/control (bearer token when configured), GET /bulk (any SNI, for throughput
 A/B tests; see probe.server.bulk), GET /healthz. Every request is bounded: body size, per
 operation timeout, a total deadline, and a cap on concurrent control requests (503 when full,
-rather than a queue that grows without bound). Errors are JSON: {"error": "..."}.
+rather than a queue that grows without bound), and slow clients are cut off: a connection owes
+a complete request head within `header_timeout` of connecting or of its last answer, and a
+request body within `body_timeout` (408). Errors are JSON: {"error": "..."}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import json
@@ -34,6 +37,8 @@ class ServerConfig:
     max_concurrency: int = 16
     deadline: float | None = None  # seconds per control request; default 4 x settings.timeout
     max_body: int = MAX_BODY
+    header_timeout: float = 10.0  # seconds to send a request head (slowloris)
+    body_timeout: float = 10.0  # seconds to send a request body
 
     def request_deadline(self) -> float:
         return self.deadline if self.deadline is not None else 4 * self.settings.timeout
@@ -44,8 +49,38 @@ class _State:
     active: int = 0  # control requests being measured now
 
 
+@dataclass
+class _SlowClients:
+    """Deadlines of connections that owe a request head (aiohttp's server has no header
+    timeout): set when a connection is first seen and when an answer is done; a connection with
+    a request being handled has none (the handlers bound their own work)."""
+
+    timeout: float
+    busy: set[web.RequestHandler] = field(default_factory=set)
+    due: dict[web.RequestHandler, float] = field(default_factory=dict)
+
+    def enter(self, handler: web.RequestHandler) -> None:
+        self.busy.add(handler)
+
+    def leave(self, handler: web.RequestHandler) -> None:
+        self.busy.discard(handler)
+        self.due[handler] = time.monotonic() + self.timeout
+
+    def sweep(self, connections: list[web.RequestHandler]) -> None:
+        """Close the connections past their deadline; forget the closed ones."""
+        now = time.monotonic()
+        live = set(connections)
+        for gone in [h for h in self.due if h not in live]:
+            del self.due[gone]
+        self.busy &= live
+        for handler in connections:
+            if handler not in self.busy and now >= self.due.setdefault(handler, now + self.timeout):
+                handler.force_close()
+
+
 CONFIG = web.AppKey("config", ServerConfig)
 STATE = web.AppKey("state", _State)
+SLOW = web.AppKey("slow_clients", _SlowClients)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -67,6 +102,33 @@ async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
         return _error(500, "internal error")
 
 
+@web.middleware
+async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
+    """Marks the connection busy while it is served, and reads any request body within
+    body_timeout first (read() caches it for the handler)."""
+    config, slow, protocol = request.app[CONFIG], request.app[SLOW], request.protocol
+    slow.enter(protocol)
+    try:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(config.body_timeout):
+                    await request.read()  # raises 413 past client_max_size
+            except TimeoutError:
+                return _closing(408, f"request body not received within {config.body_timeout} s")
+            except web.HTTPRequestEntityTooLarge:
+                return _closing(413, f"request body larger than {config.max_body} bytes")
+        return await handler(request)
+    finally:
+        slow.leave(protocol)
+
+
+def _closing(status: int, message: str) -> web.Response:
+    """An error after which the connection closes: the rest of the body is still unread."""
+    response = _error(status, message)
+    response.force_close()
+    return response
+
+
 def _authorized(request: web.Request, token: str | None) -> bool:
     if token is None:
         return True
@@ -85,8 +147,8 @@ async def _read_request(request: web.Request):
         return parse_request(json.loads(body))
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"request body larger than {request.app[CONFIG].max_body} bytes")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _error(400, "request body is not JSON")
+    except (ValueError, RecursionError):  # also too deep nesting, a number past int's limit
+        return _error(400, "request body is not JSON the helper can read")
     except BadRequest as exc:
         return _error(400, str(exc))
 
@@ -126,9 +188,12 @@ async def handle_health(request: web.Request) -> web.Response:
 
 def make_app(config: ServerConfig | None = None) -> web.Application:
     config = config or ServerConfig()
-    app = web.Application(client_max_size=config.max_body, middlewares=[_json_errors])
+    app = web.Application(
+        client_max_size=config.max_body, middlewares=[_json_errors, _bounded_reads]
+    )
     app[CONFIG] = config
     app[STATE] = _State()
+    app[SLOW] = _SlowClients(config.header_timeout)
     app.router.add_post(f"/{API_PATH}", handle_control)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get(f"/{BULK_PATH}", handle_bulk)
@@ -148,8 +213,33 @@ async def start(
     ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve in the running loop; the runner (call .cleanup() to stop) and the bound port."""
-    runner = web.AppRunner(make_app(config), shutdown_timeout=1.0, access_log=None)
+    runner = _Runner(make_app(config), shutdown_timeout=1.0, access_log=None,
+                     keepalive_timeout=config.header_timeout,
+                     lingering_time=min(1.0, config.body_timeout))  # reading an unread body
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     return runner, runner.addresses[0][1]
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner that also closes, about every second, the connections owing a request
+    head past their deadline (see _SlowClients)."""
+
+    _sweeper: asyncio.Task[None] | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def cleanup(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await super().cleanup()
+
+    async def _sweep(self) -> None:
+        slow = self.app[SLOW]
+        period = min(1.0, slow.timeout / 4)
+        while self.server is not None:  # until cleanup() cancels it
+            await asyncio.sleep(period)
+            slow.sweep(self.server.connections)

@@ -10,6 +10,8 @@ reaches its deadline still returns what was seen (marked incomplete).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -28,7 +30,7 @@ from probe.model import (
     TcpResult,
     TlsResult,
 )
-from probe.server.limits import PermittedResolver, permitted
+from probe.server.limits import Network, PermittedResolver, networks, permitted
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,15 @@ class Policy:
     resolver: str = "system"  # as in DnsQuery.resolver
     max_addresses: int = 8  # addresses tested per request
     allow_private: bool = False  # connect to loopback/private addresses (labs and tests only)
+    allowed_networks: tuple[str, ...] = ()  # non-global networks allowed anyway ("10.0.0.0/8")
+
+    @functools.cached_property
+    def extra_networks(self) -> tuple[Network, ...]:
+        return networks(self.allowed_networks)
+
+    def permits(self, address: str) -> bool:
+        """Whether the helper may connect to `address` (checked again at connect time)."""
+        return permitted(address, self.allow_private, self.extra_networks)
 
 
 @dataclass
@@ -64,7 +75,7 @@ def _host(request: HelperRequest) -> str:
 def choose_addresses(own: tuple[str, ...], probe_seen: tuple[str, ...], policy: Policy):
     """The helper's answers first, then the probe's; permitted ones only, capped."""
     ordered = dict.fromkeys(a for a in own + probe_seen if is_ip(a))
-    allowed = [a for a in ordered if permitted(a, policy.allow_private)]
+    allowed = [a for a in ordered if policy.permits(a)]
     return tuple(allowed[: policy.max_addresses])
 
 
@@ -105,14 +116,18 @@ async def _fetch(
             failure=failure or failures.DNS_NO_ANSWER, operation=failures.RESOLVE,
         ))
         return
-    pinned = next((a for a in own if permitted(a, policy.allow_private)), None)
+    pinned = next((a for a in own if policy.permits(a)), None)
     if pinned is not None:  # else the name points somewhere the helper must not go
-        names = PermittedResolver(policy.allow_private)
+        names = PermittedResolver(policy.allow_private, policy.extra_networks)
         try:
-            fetch = await http.measure(HttpRequest(request.url, pinned), settings, resolver=names)
+            fetch = await http.measure(
+                HttpRequest(request.url, pinned), settings, resolver=names, allowed=policy.permits
+            )
         finally:
             await names.close()
-        found.http.append(fetch)
+        # the verdict needs status, headers, title and blockpage, never the page itself: the
+        # helper must not hand out the content of whatever it was sent to fetch
+        found.http.append(dataclasses.replace(fetch, body_head=""))
 
 
 async def _measure_all(
