@@ -277,6 +277,17 @@ def test_an_unknown_failure_keeps_a_short_scrubbed_cause():
     assert len(text) <= 160 and "203.0.113.7" not in text and "2001:db8" not in text
 
 
+@pytest.mark.parametrize(("text", "kept"), [
+    ("connect to ('10.1.2.3', 443) failed", "connect to ('[scrubbed]', 443) failed"),
+    ("[Errno 111] Connect call failed ('::1', 41503, 0, 0)",
+     "[Errno 111] Connect call failed ('[scrubbed]', 41503, 0, 0)"),
+    ("no route to [2001:db8::7]:443 at 12:30:01", "no route to [[scrubbed]]:443 at 12:30:01"),
+    ("version 1.2.3 of deadbeef", "version 1.2.3 of deadbeef"),
+])
+def test_the_cause_scrubs_addresses_and_nothing_else(text, kept):
+    assert cause(OSError(text)) == f"OSError: {kept}"
+
+
 def test_a_known_failure_has_no_cause():
     assert failure_and_cause(ConnectionResetError(errno.ECONNRESET, "reset")) == (
         failures.CONNECTION_RESET, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
+import ipaddress
 import re
 import socket
 import ssl
@@ -63,7 +64,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     *_doh_errors(),
 )
 CAUSE_LENGTH = 160
-_ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\b")
+_CANDIDATE = re.compile(r"[0-9A-Fa-f:.]{2,}")  # runs that could be an address, checked below
 
 _ERRNO = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,
@@ -207,4 +208,13 @@ def cause(exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     except Exception:  # noqa: BLE001 - a hostile __str__ still gets a cause
         text = type(exc).__name__
-    return _ADDRESS.sub("[scrubbed]", " ".join(text.split()))[:CAUSE_LENGTH]
+    return _CANDIDATE.sub(_scrub_address, " ".join(text.split()))[:CAUSE_LENGTH]
+
+
+def _scrub_address(found: re.Match[str]) -> str:
+    text = found.group(0)
+    try:
+        ipaddress.ip_address(text.strip(".:") if text.count(":") < 2 else text)
+    except ValueError:
+        return text
+    return "[scrubbed]"
