@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from probe import verdict as judging
 from probe.helper_api import HelperRequest
-from probe.measure import dns, helper, http, tcp, tls
+from probe.measure import dns, helper, http, ooni_th, tcp, tls
 from probe.model import (
     DnsQuery,
     DnsResult,
@@ -43,6 +43,7 @@ class RunPlan:
     control_resolver: str | None = None  # udp://, tls:// or https:// URL
     helper_url: str | None = None  # https://helper.example/
     helper_token: str | None = None
+    th_urls: tuple[str, ...] = ()  # OONI-protocol test helpers, asked when there is no helper_url
     concurrency: int = 8
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
@@ -110,7 +111,7 @@ async def _per_address(address: str, target: Target, plan: RunPlan, settings: Se
 
 
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
-    if not plan.helper_url:
+    if not plan.helper_url and not plan.th_urls:
         return Evidence()
     request = HelperRequest(
         domain=_host(target),
@@ -119,6 +120,8 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
         addresses=tuple(addresses),
         port=_port(target),
     )
+    if not plan.helper_url:  # our own helper wins: it also gives the control SNI's view
+        return (await ooni_th.measure(request, settings, plan.th_urls)).evidence
     result = await helper.measure(request, settings, plan.helper_url, plan.helper_token)
     if result.client_ip:
         state.client_ips.add(result.client_ip)
@@ -147,6 +150,8 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
 def _control_source(plan: RunPlan) -> str:
     if plan.helper_url:
         return "helper"
+    if plan.th_urls:
+        return "ooni-th"
     return "control-resolver" if plan.control_resolver else "none"
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -26,6 +27,7 @@ class MeasurementOptions:
     control_resolver: str | None = None
     helper_url: str | None = None
     helper_token: str | None = None
+    th_urls: tuple[str, ...] = ()
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
@@ -43,6 +45,7 @@ class MeasurementOptions:
             control_resolver=self.control_resolver,
             helper_url=self.helper_url,
             helper_token=self.helper_token,
+            th_urls=self.th_urls,
             concurrency=concurrency,
             throughput=not self.no_throughput,
         )
@@ -66,6 +69,13 @@ def _check_helper(_ctx: click.Context, _param: click.Parameter, value: str | Non
     return value if value is None or value.endswith("/") else value + "/"
 
 
+def _check_th(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]):
+    for url in value:
+        if not url.startswith(("https://", "http://")) or not urlsplit(url).hostname:
+            raise click.BadParameter(f"{url!r} is not an http(s) URL")
+    return tuple(value)
+
+
 def _check_asn(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     if not (value.startswith("AS") and value[2:].isdigit()):
         raise click.BadParameter(f"{value!r} is not of the form AS1234")
@@ -77,6 +87,9 @@ _OPTIONS: list[Callable[[Any], Any]] = [
                  help="Trusted resolver: https://HOST/dns-query, tls://IP[:PORT] or udp://IP[:PORT]."),
     click.option("--helper", "helper_url", callback=_check_helper, metavar="URL",
                  help="Helper server (`probe serve`) outside the censored network."),
+    click.option("--th", "th_urls", multiple=True, callback=_check_th, metavar="URL",
+                 help="OONI-protocol test helper, asked when there is no --helper; repeatable, "
+                      "tried in order."),
     click.option("--helper-token", envvar="PROBE_HELPER_TOKEN", metavar="TOKEN",
                  help="Bearer token for the helper (or PROBE_HELPER_TOKEN)."),
     click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), metavar="PEM",

@@ -23,13 +23,14 @@ class Row:
     ok: bool
 
 
-def probe_command(state: dict, out_dir: str) -> list[str]:
-    """The `probe run` command line for a lab that is up (run it in the client namespace)."""
+def probe_command(state: dict, out_dir: str, via_th: bool = False) -> list[str]:
+    """The `probe run` command line for a lab that is up (run it in the client namespace);
+    `via_th` asks the lab's helper through the OONI test-helper protocol (`--th`) instead."""
     command = [sys.executable, "-m", "probe", "run", "--targets", state["targets_file"],
                "--json", "--ca-file", state["ca_file"], "--control-resolver",
                state["control_resolver"], "--out", out_dir, "--timeout", "3"]
     if state.get("helper_url"):
-        command += ["--helper", state["helper_url"]]
+        command += ["--th" if via_th else "--helper", state["helper_url"]]
     return command
 
 
@@ -56,11 +57,13 @@ def compare(scenario: Scenario, stdout: str) -> list[Row]:
     return rows
 
 
-def run_scenario(lab: Lab, scenario: Scenario, timeout: float = 300.0) -> tuple[list[Row], str]:
+def run_scenario(lab: Lab, scenario: Scenario, timeout: float = 300.0,
+                 via_th: bool = False) -> tuple[list[Row], str]:
     """Builds the scenario, runs the probe in it, tears it down; rows and the probe's stderr."""
     try:
         state = lab.up(scenario)
-        done = lab.exec(probe_command(state, str(lab.dir / "results")), timeout=timeout)
+        command = probe_command(state, str(lab.dir / "results"), via_th)
+        done = lab.exec(command, timeout=timeout)
         return compare(scenario, done.stdout), done.stderr
     finally:
         lab.down()
