@@ -34,7 +34,7 @@ MAX_ENDPOINTS = 64  # "IP:PORT" a request may list: OONI sends every address for
 MAX_HEADERS = 64  # request header names
 MAX_ENTRIES = 256  # endpoints, headers or addresses in one section of an answer
 MAX_TEXT = 1024  # a title, header value or failure string kept from an answer
-_ADDRESS_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\]?")
+_IPV4_TEXT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 
 
 class BadAnswer(ValueError):
@@ -81,7 +81,18 @@ def failure_from_ooni(text: str | None) -> tuple[str | None, str | None]:
     if text in failures.FAILURES and text != failures.UNKNOWN:
         return text, None
     cause = text.removeprefix(f"{failures.UNKNOWN}:").strip() or None
-    return failures.UNKNOWN, cause and _ADDRESS_TEXT.sub("[scrubbed]", cause)[:120]
+    return failures.UNKNOWN, cause and _scrub(cause)[:120]
+
+
+def _scrub(text: str) -> str:
+    """The text with every IP address (bare, bracketed, or with a port) replaced."""
+    words = []
+    for word in _IPV4_TEXT.sub("[scrubbed]", text).split():
+        bare = word.rstrip(":,;")
+        if is_ip(bare.strip("[]")) or split_endpoint(bare) is not None:
+            word = "[scrubbed]" + word[len(bare):]
+        words.append(word)
+    return " ".join(words)
 
 
 def dns_failure_to_ooni(failure: str | None) -> str | None:
