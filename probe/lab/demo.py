@@ -24,11 +24,13 @@ class Row:
 
 
 def probe_command(state: dict, out_dir: str, via_th: bool = False) -> list[str]:
-    """The `probe run` command line for a lab that is up (run it in the client namespace);
-    `via_th` asks the lab's helper through the OONI test-helper protocol (`--th`) instead."""
+    """The `probe run` command line for a lab that is up (run it in the client namespace).
+    `via_th`: the control comes only through the OONI test-helper protocol (`--th` to the lab's
+    helper instead of `--helper`, and no control resolver)."""
     command = [sys.executable, "-m", "probe", "run", "--targets", state["targets_file"],
-               "--json", "--ca-file", state["ca_file"], "--control-resolver",
-               state["control_resolver"], "--out", out_dir, "--timeout", "3"]
+               "--json", "--ca-file", state["ca_file"], "--out", out_dir, "--timeout", "3"]
+    if not via_th:
+        command += ["--control-resolver", state["control_resolver"]]
     if state.get("helper_url"):
         command += ["--th" if via_th else "--helper", state["helper_url"]]
     return command
