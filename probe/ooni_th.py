@@ -188,9 +188,17 @@ def _http_entry(evidence: Evidence) -> dict[str, Any]:
         "discovered_h3_endpoint": "",
         "failure": failure_to_ooni(h.failure, h.cause) if h.status is None else None,
         "title": h.title or "",
-        "headers": {name: value for name, value in reversed(h.headers)},  # first one wins
+        "headers": _first_values(h.headers),
         "status_code": h.status if h.status is not None else -1,
     }
+
+
+def _first_values(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """OONI's headers map one value per name: the first one seen."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        found.setdefault(name, value)
+    return found
 
 
 def _dns_entry(evidence: Evidence, host: str) -> dict[str, Any]:

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 from dnsserver import Rule
 from test_runner import isp  # noqa: F401 - the system-resolver fixture
 from test_server import TITLE, Lab, closed_port, lab_running
 
 from probe import failures
 from probe import ooni_th as th
+from probe.cli import main
 from probe.helper_api import BadRequest, HelperRequest
 from probe.measure import ooni_th as client
 from probe.model import (
@@ -34,6 +37,7 @@ from probe.verdict import judge
 
 DATA = Path(__file__).parent / "data" / "ooni_th"
 V4, V6 = "93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the ISP resolver needs port 53 (root)")
 REQUEST = HelperRequest(domain="example.org", url="https://example.org/", addresses=(V4, V6))
 
 
@@ -477,6 +481,7 @@ def _target(lab: Lab) -> Target:
     return Target(domain="example.test", url=lab.target()["url"], source="test:1")
 
 
+@root_only
 async def test_runner_judges_with_the_ooni_control(lab: Lab, isp) -> None:  # noqa: F811
     isp.zone["example.test"] = Rule.answer("127.0.0.1")
     m = await measure_target(_target(lab), _plan(lab, th_urls=(lab.helper_url,)))
@@ -489,9 +494,35 @@ async def test_runner_judges_with_the_ooni_control(lab: Lab, isp) -> None:  # no
     assert (m.verdict.verdict, m.verdict.blocking) == ("blocked", "dns"), m.verdict
 
 
+@root_only
 async def test_runner_prefers_our_own_helper(lab: Lab, isp, hostile: Hostile) -> None:  # noqa: F811
     isp.zone["example.test"] = Rule.answer("127.0.0.1")
     plan = _plan(lab, helper_url=lab.helper_url, th_urls=(hostile.url("valid"),))
     m = await measure_target(_target(lab), plan)
     assert m.control_source == "helper" and hostile.hits == {}
     assert m.verdict is not None and m.verdict.verdict == "accessible"
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ftp://th.test/", "th.test", "https://"])
+def test_bad_th_option_exits_2_before_measuring(tmp_path: Path, value: str) -> None:
+    result = CliRunner().invoke(main, ["run", "--th", value, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--th" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+@root_only
+async def test_probe_run_with_th_only(tmp_path: Path, lab: Lab, isp) -> None:  # noqa: F811
+    isp.zone["example.test"] = Rule.answer("127.0.0.1")
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  - {{domain: example.test, url: '{lab.target()['url']}'}}\n")
+    args = ["run", "--targets", str(targets), "--json", "--out", str(tmp_path / "out"),
+            "--ca-file", lab.ca_file, "--th", f"http://127.0.0.1:{closed_port()}/",
+            "--th", lab.helper_url, "--timeout", "1.5", "--no-throughput"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    record = json.loads(line)
+    assert (record["verdict"], record["test_keys"]["control_source"]) == ("accessible", "ooni-th")
