@@ -58,7 +58,7 @@ def split_endpoint(text: object) -> tuple[str, int] | None:
         host = host[1:-1]
     elif ":" in host:
         return None  # IPv6 must be bracketed
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or "%" in host or not is_ip(host):
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or "%" in host or not is_ip(host):
         return None
     return str(ipaddress.ip_address(host)), int(port)
 
@@ -274,13 +274,21 @@ def _endpoint_key(key: str, where: str) -> tuple[str, int]:
     return parsed
 
 
+def _outcome(entry: object, where: str) -> tuple[bool, str | None, str | None]:
+    """(status, failure, cause) of a tcp_connect or tls_handshake entry; a failed status
+    without a failure string is an unknown failure."""
+    ok = _get(entry, "status", bool, where)
+    if ok:
+        return True, None, None
+    failure, cause = _failure(entry, where)
+    return False, failure or failures.UNKNOWN, cause
+
+
 def _tcp(section: Mapping[str, Any]) -> tuple[TcpResult, ...]:
     found = []
     for key, entry in section.items():
         address, port = _endpoint_key(key, "tcp_connect")
-        ok = _get(entry, "status", bool, "tcp_connect")
-        failure, cause = (None, None) if ok else _failure(entry, "tcp_connect")
-        failure = failure or (None if ok else failures.UNKNOWN)
+        _ok, failure, cause = _outcome(entry, "tcp_connect")
         found.append(TcpResult(address=address, port=port, failure=failure, cause=cause,
                                operation=failures.CONNECT if failure else None))
     return tuple(found)
@@ -291,9 +299,7 @@ def _tls(section: Mapping[str, Any]) -> tuple[TlsResult, ...]:
     for key, entry in section.items():
         address, port = _endpoint_key(key, "tls_handshake")
         sni = _get(entry, "server_name", str, "tls_handshake")[:253]
-        ok = _get(entry, "status", bool, "tls_handshake")
-        failure, cause = (None, None) if ok else _failure(entry, "tls_handshake")
-        failure = failure or (None if ok else failures.UNKNOWN)
+        ok, failure, cause = _outcome(entry, "tls_handshake")
         # OONI's helper verifies the chain and the name: a success is a valid certificate
         found.append(TlsResult(address=address, port=port, sni=sni, failure=failure, cause=cause,
                                operation=failures.TLS_HANDSHAKE if failure else None,

@@ -5,6 +5,7 @@ loopback server, the server's 400s, and the runner's `--th` path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -14,6 +15,8 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 from dnsserver import Rule
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_runner import isp  # noqa: F401 - the system-resolver fixture
 from test_server import TITLE, Lab, closed_port, lab_running
 
@@ -210,6 +213,7 @@ BAD_REQUESTS = [
     {"http_request": "https://example.org/", "tcp_connect": ["1.2.3.4"]},
     {"http_request": "https://example.org/", "tcp_connect": ["::1:443"]},
     {"http_request": "https://example.org/", "tcp_connect": ["1.2.3.4:0"]},
+    {"http_request": "https://example.org/", "tcp_connect": ["1.2.3.4:\u00b2"]},  # isdigit()
     {"http_request": "https://example.org/", "tcp_connect": ["name.test:443"]},
     {"http_request": "https://example.org/", "tcp_connect": [f"10.0.0.{i}:443" for i in range(65)]},
     {"http_request": "https://example.org/", "http_request_headers": {"A": "not a list"}},
@@ -526,3 +530,37 @@ async def test_probe_run_with_th_only(tmp_path: Path, lab: Lab, isp) -> None:  #
     [line] = result.stdout.splitlines()
     record = json.loads(line)
     assert (record["verdict"], record["test_keys"]["control_source"]) == ("accessible", "ooni-th")
+
+
+# --- whatever JSON arrives, decoding either works or says BadAnswer ----------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+_SECTIONS = ["tcp_connect", "tls_handshake", "http_request", "dns", "ip_info"]
+
+
+@given(st.sampled_from(_SECTIONS), _JSON)
+@settings(max_examples=300, deadline=None)
+def test_any_section_value_decodes_or_is_a_bad_answer(section: str, value: object) -> None:
+    with contextlib.suppress(th.BadAnswer):
+        th.decode_response(_ok() | {section: value}, REQUEST, "https://th.test/")
+
+
+@given(st.sampled_from(["tcp_connect", "tls_handshake"]), st.text(max_size=30), _JSON)
+@settings(max_examples=300, deadline=None)
+def test_any_endpoint_entry_decodes_or_is_a_bad_answer(section: str, key: str,
+                                                       value: object) -> None:
+    with contextlib.suppress(th.BadAnswer):
+        th.decode_response(_ok() | {section: {key: value}}, REQUEST, "https://th.test/")
+
+
+@given(_JSON)
+@settings(max_examples=200, deadline=None)
+def test_any_request_parses_or_is_a_bad_request(value: object) -> None:
+    body = value if not isinstance(value, dict) else {"http_request": "https://a.test/"} | value
+    with contextlib.suppress(BadRequest):
+        th.parse_request(body)
