@@ -58,7 +58,9 @@ def split_endpoint(text: object) -> tuple[str, int] | None:
         host = host[1:-1]
     elif ":" in host:
         return None  # IPv6 must be bracketed
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or "%" in host or not is_ip(host):
+    if not (sep and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    if "%" in host or not is_ip(host):  # no zone ids: an address, not an interface
         return None
     return str(ipaddress.ip_address(host)), int(port)
 
