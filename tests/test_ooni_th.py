@@ -446,6 +446,28 @@ async def _call(lab: Lab, method: str, data: bytes = b"", headers: dict | None =
         return resp.status, await resp.json(content_type=None)
 
 
+async def test_server_answers_an_ooni_client_request(lab: Lab) -> None:
+    """As an OONI client asks: every address for 80 and 443, its own headers."""
+    port = lab.origin_port
+    body = {"http_request": lab.target()["url"], "x_quic_enabled": False,
+            "http_request_headers": {"User-Agent": ["miniooni/0.1"], "Accept": ["*/*"]},
+            "tcp_connect": [f"127.0.0.1:{port}", "127.0.0.1:80"]}
+    status, answer = await _call(lab, "POST", json.dumps(body).encode())
+    assert status == 200, answer
+    assert set(answer) == {"tcp_connect", "tls_handshake", "quic_handshake", "http_request",
+                           "dns", "ip_info"}
+    key = f"127.0.0.1:{port}"
+    assert answer["tcp_connect"] == {key: {"status": True, "failure": None}}
+    assert answer["tls_handshake"] == {
+        key: {"server_name": "example.test", "status": True, "failure": None}}
+    assert answer["dns"] == {"failure": None, "addrs": ["127.0.0.1"]}
+    flags = th.FLAG_PROBE | th.FLAG_HELPER | th.FLAG_BOGON | th.FLAG_VALID_FOR_DOMAIN
+    assert answer["ip_info"] == {"127.0.0.1": {"asn": 0, "flags": flags}}
+    http = answer["http_request"]
+    assert (http["status_code"], http["title"], http["failure"]) == (200, TITLE, None)
+    assert http["body_length"] > 0 and isinstance(http["headers"], dict)
+
+
 async def test_server_health_and_methods(lab: Lab) -> None:
     assert await _call(lab, "GET") == (200, {"status": "ok", "protocol": "ooni-web-connectivity-th"})
     for method in ("PUT", "DELETE", "PATCH"):
