@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from probe import failures
 from probe import verdict as judging
 from probe.helper_api import HelperRequest
-from probe.measure import dns, helper, http, tcp, tls
+from probe.measure import dns, helper, http, ooni_th, tcp, tls
 from probe.measure.classify import cause
 from probe.model import (
     DnsQuery,
@@ -52,7 +52,7 @@ class RunPlan:
     control_resolvers: tuple[str, ...] = ()  # udp://, tls:// or https:// URLs, asked in parallel
     helper_url: str | None = None  # https://helper.example/ (`probe serve`)
     helper_token: str | None = None
-    th_urls: tuple[str, ...] = ()  # OONI-protocol test helpers, tried in order
+    th_urls: tuple[str, ...] = ()  # OONI-protocol test helpers, asked when there is no helper_url
     concurrency: int = 8
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
@@ -119,7 +119,7 @@ async def _per_address(address: str, target: Target, plan: RunPlan, settings: Se
 
 
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
-    if not plan.helper_url:
+    if not plan.helper_url and not plan.th_urls:
         return Evidence()
     request = HelperRequest(
         domain=_host(target),
@@ -128,6 +128,8 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
         addresses=tuple(addresses),
         port=_port(target),
     )
+    if not plan.helper_url:  # our own helper wins: it also gives the control SNI's view
+        return (await ooni_th.measure(request, settings, plan.th_urls)).evidence
     result = await helper.measure(request, settings, plan.helper_url, plan.helper_token)
     if result.client_ip:
         state.client_ips.add(result.client_ip)

@@ -23,15 +23,18 @@ class Row:
     ok: bool
 
 
-def probe_command(state: dict, out_dir: str) -> list[str]:
-    """The `probe run` command line for a lab that is up (run it in the client namespace)."""
-    # --config /dev/null: the operator's own probe.toml must not leak into the lab's runs
-    command = [sys.executable, "-m", "probe", "run", "--config", "/dev/null",
+def probe_command(state: dict, out_dir: str, via_th: bool = False) -> list[str]:
+    """The `probe run` command line for a lab that is up (run it in the client namespace).
+    `via_th`: the control comes only through the OONI test-helper protocol (`--th` to the lab's
+    helper instead of `--helper`, and no control resolver). --config /dev/null and
+    --no-third-party: neither the operator's probe.toml nor a public default leaks in."""
+    command = [sys.executable, "-m", "probe", "run", "--config", "/dev/null", "--no-third-party",
                "--targets", state["targets_file"], "--json", "--ca-file", state["ca_file"],
-               "--control-resolver", state["control_resolver"], "--out", out_dir,
-               "--timeout", "3", "--no-third-party"]
+               "--out", out_dir, "--timeout", "3"]
+    if not via_th:
+        command += ["--control-resolver", state["control_resolver"]]
     if state.get("helper_url"):
-        command += ["--helper", state["helper_url"]]
+        command += ["--th" if via_th else "--helper", state["helper_url"]]
     return command
 
 
@@ -58,11 +61,13 @@ def compare(scenario: Scenario, stdout: str) -> list[Row]:
     return rows
 
 
-def run_scenario(lab: Lab, scenario: Scenario, timeout: float = 300.0) -> tuple[list[Row], str]:
+def run_scenario(lab: Lab, scenario: Scenario, timeout: float = 300.0,
+                 via_th: bool = False) -> tuple[list[Row], str]:
     """Builds the scenario, runs the probe in it, tears it down; rows and the probe's stderr."""
     try:
         state = lab.up(scenario)
-        done = lab.exec(probe_command(state, str(lab.dir / "results")), timeout=timeout)
+        command = probe_command(state, str(lab.dir / "results"), via_th)
+        done = lab.exec(command, timeout=timeout)
         return compare(scenario, done.stdout), done.stderr
     finally:
         lab.down()

@@ -1,7 +1,8 @@
 """The helper's aiohttp application: control measurements, bulk downloads, health.
 
 Routes: POST /api/v1/control (bearer token when configured), GET /bulk (any SNI, for throughput
-A/B tests; see probe.server.bulk), GET /healthz. Every request is bounded: body size, per
+A/B tests; see probe.server.bulk), GET /healthz, and `/` for the OONI test-helper protocol
+(probe.server.ooni_th). Every request is bounded: body size, per
 operation timeout, a total deadline, and a cap on concurrent control requests (503 when full,
 rather than a queue that grows without bound), and slow clients are cut off: a connection owes
 a complete request head within `header_timeout` of connecting or of its last answer, and a
@@ -21,8 +22,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from probe.helper_api import API_PATH, BULK_PATH, MAX_BODY, BadRequest, encode_answer, parse_request
-from probe.model import Settings
+from probe.helper_api import (
+    API_PATH,
+    BULK_PATH,
+    MAX_BODY,
+    BadRequest,
+    HelperRequest,
+    encode_answer,
+    parse_request,
+)
+from probe.model import Evidence, Settings
 from probe.server.bulk import handle_bulk
 from probe.server.outside import Policy, measure_outside
 
@@ -116,7 +125,8 @@ async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
             except TimeoutError:
                 return _closing(408, f"request body not received within {config.body_timeout} s")
             except web.HTTPRequestEntityTooLarge:
-                return _closing(413, f"request body larger than {config.max_body} bytes")
+                status = 400 if request.path == "/" else 413  # OONI's protocol says 400
+                return _closing(status, f"request body larger than {config.max_body} bytes")
         return await handler(request)
     finally:
         slow.leave(protocol)
@@ -153,16 +163,22 @@ async def _read_request(request: web.Request):
         return _error(400, str(exc))
 
 
-async def handle_control(request: web.Request) -> web.Response:
+def refuse_unauthorized(request: web.Request) -> web.Response | None:
+    """The 401 for a request without the configured bearer token, else None."""
+    if _authorized(request, request.app[CONFIG].token):
+        return None
+    return web.json_response(
+        {"error": "missing or wrong bearer token"}, status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="probe-helper"'},
+    )
+
+
+async def measure_bounded(
+    request: web.Request, parsed: HelperRequest
+) -> tuple[Evidence, bool] | web.Response:
+    """The control measurement under the concurrency cap and the deadline (shared by our route
+    and the OONI protocol's): (evidence, complete), or a 503 when the helper is full."""
     config, state = request.app[CONFIG], request.app[STATE]
-    if not _authorized(request, config.token):
-        return web.json_response(
-            {"error": "missing or wrong bearer token"}, status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="probe-helper"'},
-        )
-    parsed = await _read_request(request)
-    if isinstance(parsed, web.Response):
-        return parsed
     if state.active >= config.max_concurrency:
         return web.json_response(
             {"error": "helper busy, retry later"}, status=503, headers={"Retry-After": "5"}
@@ -170,11 +186,22 @@ async def handle_control(request: web.Request) -> web.Response:
     state.active += 1
     try:
         settings = dataclasses.replace(config.settings, origin=time.monotonic())
-        evidence, complete = await measure_outside(
-            parsed, settings, config.policy, config.request_deadline()
-        )
+        return await measure_outside(parsed, settings, config.policy, config.request_deadline())
     finally:
         state.active -= 1
+
+
+async def handle_control(request: web.Request) -> web.Response:
+    refused = refuse_unauthorized(request)
+    if refused is not None:
+        return refused
+    parsed = await _read_request(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    measured = await measure_bounded(request, parsed)
+    if isinstance(measured, web.Response):
+        return measured
+    evidence, complete = measured
     return web.json_response(encode_answer(evidence, request.remote, complete))
 
 
@@ -197,6 +224,9 @@ def make_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_post(f"/{API_PATH}", handle_control)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get(f"/{BULK_PATH}", handle_bulk)
+    from probe.server.ooni_th import handle_th  # it uses this module's keys and bounds
+
+    app.router.add_route("*", "/", handle_th)
     return app
 
 

@@ -1,0 +1,111 @@
+"""Ask an OONI Web Connectivity test helper (or `probe serve`, which speaks the same protocol)
+for the control view of a target; wire shapes and conversions in probe.ooni_th.
+
+The helpers are tried in order, one request each (never a retry storm), until one answers with
+a response of the protocol's shape. Each request has a deadline covering connect, wait and read,
+and the answer is read up to MAX_TH_ANSWER bytes. A helper that is unreachable, refuses, is
+slow, or answers garbage, truncated, oversized or ill-typed JSON is data: `failure` and
+`operation` are set and `evidence` is empty (when every helper failed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import aiohttp
+
+from probe import failures
+from probe.helper_api import HelperRequest
+from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.helper import HELPER_PATIENCE, HelperResult
+from probe.measure.tlsctx import client_context
+from probe.model import Settings
+from probe.ooni_th import BadAnswer, decode_response, encode_request
+
+MAX_TH_ANSWER = 1 << 20  # bytes; an answer lists a few endpoints and a page title
+_NO_URL = "none"
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when it is larger than MAX_TH_ANSWER."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 << 10):
+        size += len(chunk)
+        if size > MAX_TH_ANSWER:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _invalid(status: int | None, error: str) -> dict:
+    return {"status": status, "failure": failures.HTTP_INVALID_RESPONSE,
+            "operation": failures.HTTP_ROUND_TRIP, "error": error[:200]}
+
+
+def _interpret(status: int, body: bytes | None, request: HelperRequest, th_url: str) -> dict:
+    if body is None:
+        return _invalid(status, f"answer larger than {MAX_TH_ANSWER} bytes")
+    if status != 200:
+        return {**_invalid(status, f"HTTP status {status}"),
+                "failure": failures.HTTP_REQUEST_FAILED}
+    try:
+        evidence = decode_response(json.loads(body), request, th_url)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _invalid(status, "answer is not JSON")
+    except (BadAnswer, RecursionError) as exc:  # deep nesting is garbage too
+        return _invalid(status, f"answer not of the protocol's shape: {exc}")
+    return {"status": status, "evidence": evidence}
+
+
+async def _ask(request: HelperRequest, settings: Settings, th_url: str) -> dict:
+    """One POST to one helper: the HelperResult fields it yields."""
+    sent = False
+
+    async def on_sent(*_args: object) -> None:
+        nonlocal sent
+        sent = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_sent)
+    timeout = aiohttp.ClientTimeout(
+        total=settings.timeout * HELPER_PATIENCE, sock_connect=settings.timeout
+    )
+    connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1)
+    body = encode_request(request, settings.user_agent)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                  trace_configs=[trace]) as session,
+            session.post(th_url, json=body, headers={"User-Agent": settings.user_agent},
+                         allow_redirects=False) as resp,
+        ):
+            status = resp.status
+            answer = await _read_capped(resp)
+    except NETWORK_ERRORS as exc:  # classified, returned as data
+        failure, cause = failure_and_cause(exc)
+        operation = failures.HTTP_ROUND_TRIP if sent else (
+            failures.TLS_HANDSHAKE if failure.startswith("ssl_") else failures.CONNECT)
+        return {"failure": failure, "operation": operation, "cause": cause}
+    return _interpret(status, answer, request, th_url)
+
+
+async def measure(
+    request: HelperRequest, settings: Settings, th_urls: Sequence[str]
+) -> HelperResult:
+    """The control view from the first helper that answers; failures returned, never raised."""
+    t0 = settings.since_origin()
+    tried: list[str] = []
+    result: dict = {"failure": failures.UNKNOWN, "cause": "no test helper given"}
+    th_url = _NO_URL
+    for th_url in th_urls:
+        result = await _ask(request, settings, th_url)
+        if result.get("failure") is None:
+            break
+        tried.append(f"{th_url}: {result.get('error') or result['failure']}")
+    else:
+        if tried:
+            result = {**result, "error": "; ".join(tried)[:400]}
+    elapsed = settings.since_origin() - t0
+    return HelperResult(t0=t0, elapsed=elapsed, helper_url=th_url, **result)
