@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.model import TargetMeasurement, Vantage
-from probe.results.ooni import from_ooni, scrub, to_ooni
+from probe.results.ooni import from_ooni, probe_blocking, report_start, scrub, to_ooni
 
 __all__ = ["Store", "local_addresses", "read_measurements", "read_records"]
 
@@ -56,6 +56,7 @@ class Store:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
+        self._report_starts: dict[str, float] = {}  # report id -> test_start_time
         self._db = sqlite3.connect(self.out_dir / "index.sqlite", check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -78,7 +79,9 @@ class Store:
 
         `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
         of our public IP) can be added before the targets measured with them are appended."""
-        record = to_ooni(m, report_id, self.vantage)
+        # one test_start_time per report: the run's start its id carries, else its first target's
+        start = self._report_starts.setdefault(report_id, report_start(report_id) or m.start_time)
+        record = to_ooni(m, report_id, self.vantage, test_start_time=start)
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
         path = self.path_for(m.start_time)
         _append_line(path, line)
@@ -94,7 +97,7 @@ class Store:
             "report_id": record["report_id"], "input": record["input"],
             "domain": m.target.domain, "category": m.target.category,
             "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
-            "start_time": m.start_time, "verdict": keys["verdict"], "blocking": keys["blocking"],
+            "start_time": m.start_time, "verdict": keys["verdict"], "blocking": probe_blocking(keys),
             "failure": keys["failure"], "rule": keys["rule"],
             "rate_bps": throttling.get("rate_bps"),
             "control_rate_bps": throttling.get("control_rate_bps"),
