@@ -225,7 +225,7 @@ def _query(d: DnsResult) -> dict[str, Any]:
         "hostname": d.domain,
         "query_type": d.qtype,
         "resolver_address": _resolver_address(d),
-        "rcode": dns.rcode.from_text(d.rcode) if d.rcode else None,
+        "rcode": int(dns.rcode.from_text(d.rcode)) if d.rcode else None,
         "tags": ["system_resolver" if d.resolver_kind == "system" else "control_resolver"],
         "responses": len(d.responses),  # ours: more than one is an injector's mark
         **_times(d),
