@@ -162,7 +162,7 @@ def _test_keys(m: TargetMeasurement) -> dict[str, Any]:
         "tcp_connect": [_tcp(t) for t in e.tcp],
         "tls_handshakes": [_tls(t) for t in e.tls],
         "requests": [_request(h) for h in reversed(e.http)],  # WC: the final response first
-        "network_events": [ev for t in e.throughput for ev in _network_events(t)],
+        "network_events": [ev for i, t in enumerate(e.throughput) for ev in _network_events(t, i)],
         **wc_keys(m, domain),
         "verdict": v.verdict,
         "probe_blocking": v.blocking,
@@ -276,12 +276,12 @@ def _request(h: HttpResult) -> dict[str, Any]:
     return transaction
 
 
-def _network_events(t: ThroughputResult) -> list[dict[str, Any]]:
-    """df-008 bytes_received_cumulative events, one per throughput sample. `t` is the flow's
-    start plus the sample's time since the first byte (the connect and handshake before it are
-    not counted: the flow does not record them)."""
+def _network_events(t: ThroughputResult, flow: int) -> list[dict[str, Any]]:
+    """df-008 bytes_received_cumulative events, one per sample of throughput flow number `flow`
+    (its index in `throughput`). `t` is the flow's start plus the sample's time since the first
+    byte (the connect and handshake before it are not counted: the flow does not record them)."""
     base: dict[str, Any] = {"operation": "bytes_received_cumulative", "proto": "tcp",
-                            "tags": ["throughput", f"server_name={t.sni or ''}"]}
+                            "tags": ["throughput", f"flow={flow}", f"server_name={t.sni or ''}"]}
     if t.address:
         base["address"] = hostport(t.address, urlsplit(t.url).port or 443)
     events = []
