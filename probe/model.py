@@ -212,6 +212,9 @@ class Evidence:
     tls: tuple[TlsResult, ...] = ()
     http: tuple[HttpResult, ...] = ()
     throughput: tuple[ThroughputResult, ...] = ()
+    # the system resolver's AAAA answer: stored (OONI's queries list), never judged, since the
+    # verdict's DNS rules speak of the A query (an empty AAAA answer is common and harmless)
+    dns_aaaa: tuple[DnsResult, ...] = ()
 
 
 # --- what it means ---------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
+import os
 import ssl
 from typing import Any
 
@@ -33,6 +35,8 @@ except ImportError as exc:  # oonidata 0.3.0 pins click 8.0 and cryptography 38:
     raise ImportError("oonidata is installed apart: pip install --no-deps oonidata==0.3.0 "
                       "(its run-time needs are in the test extras)") from exc
 
+import test_runner
+from dnsserver import Rule
 from test_store import all_cases, validate
 
 from probe.measure import dns as dns_measure
@@ -40,8 +44,10 @@ from probe.measure import tls
 from probe.model import DnsAnswer, DnsQuery, Endpoint, Settings, Vantage
 from probe.results.ooni import from_ooni, to_ooni
 from probe.results.web_connectivity import http_matches
+from probe.runner import measure_target
 from probe.verdict import judge
 
+lab, isp = test_runner.lab, test_runner.isp  # the runner's loopback fixtures, shared
 VANTAGE = Vantage(name="moscow-mts", asn="AS8359", cc="RU", network_name="MTS PJSC")
 REPORT = "20210314T000000Z_probe_web_RU_8359_n1_0123456789abcdef"
 
@@ -84,7 +90,9 @@ def dropped(ours: Any, theirs: Any, path: str = "") -> set[str]:
 
 
 def loads_as_web_connectivity(record: dict[str, Any]) -> set[str]:
-    """Loads a record with oonidata both ways; returns what its models dropped."""
+    """Loads a record, as stored (JSON), with oonidata both ways; returns what its models
+    dropped."""
+    record = json.loads(json.dumps(record))
     base = load_measurement(msmt=record)
     assert type(base) is BaseMeasurement and base.report_id == record["report_id"]
     wc = load_measurement(msmt={**record, "test_name": "web_connectivity"})
@@ -279,5 +287,27 @@ async def test_dns_keeps_cnames_and_ttls_and_writes_integer_rcodes():
     assert [q["rcode"] for q in queries] == [0, 0]
     assert queries[0]["answers"][1] == {"answer_type": "A", "ipv4": "192.0.2.7", "ttl": 42}
     assert queries[0]["resolver_address"] == f"127.0.0.1:{port}"
+    assert loads_as_web_connectivity(record) <= ALLOWED
+    assert from_ooni(record) == m
+
+
+# --- the runner records the system resolver's AAAA answer, and only records it ------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the ISP resolver needs port 53 (root)")
+async def test_runner_records_aaaa_without_connecting_to_it(lab, isp) -> None:
+    isp.zone["example.test"] = Rule.answer("127.0.0.1", "::1")
+    m = await measure_target(test_runner.target(lab), test_runner.plan(lab))
+    assert m.verdict.verdict == "accessible", m.verdict
+    (aaaa,) = m.probe.dns_aaaa
+    assert (aaaa.qtype, aaaa.resolver_kind, aaaa.addresses) == ("AAAA", "system", ("::1",))
+    assert all(d.qtype == "A" for d in m.probe.dns)
+    assert {t.address for t in m.probe.tcp} == {"127.0.0.1"}  # ::1 is recorded, not measured
+    record = to_ooni(m, REPORT, VANTAGE)
+    validate(record)
+    queries = record["test_keys"]["queries"]
+    assert [(q["query_type"], q["engine"]) for q in queries] == [("A", "udp"), ("A", "udp"),
+                                                                 ("AAAA", "udp")]
+    assert queries[-1]["answers"] == [{"answer_type": "AAAA", "ipv6": "::1", "ttl": 60}]
     assert loads_as_web_connectivity(record) <= ALLOWED
     assert from_ooni(record) == m

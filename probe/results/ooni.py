@@ -158,7 +158,7 @@ def _test_keys(m: TargetMeasurement) -> dict[str, Any]:
     e = m.probe
     return {
         "agent": "redirect",
-        "queries": [_query(d) for d in e.dns],
+        "queries": [_query(d) for d in (*e.dns, *e.dns_aaaa)],
         "tcp_connect": [_tcp(t) for t in e.tcp],
         "tls_handshakes": [_tls(t) for t in e.tls],
         "requests": [_request(h) for h in reversed(e.http)],  # WC: the final response first
@@ -254,7 +254,7 @@ def _tls(t: TlsResult) -> dict[str, Any]:
 
 
 def _request(h: HttpResult) -> dict[str, Any]:
-    headers_list = [[name, value] for name, value in h.headers]
+    headers_list = [[str(name), str(value)] for name, value in h.headers]
     response = {
         "code": h.status,
         "headers": first_wins(h.headers),
