@@ -212,7 +212,10 @@ def test_control_in_the_test_helpers_shape():
                                                           "status": True, "failure": None}}
     assert control["http_request"] == {"body_length": 1234, "failure": None, "title": "Twitter",
                                        "headers": {}, "status_code": 200}
-    assert control["ip_info"] == {F.REAL: {"asn": 0, "flags": 2 | 8}}
+    assert control["ip_info"] == {F.REAL: {"asn": 0, "flags": 1 | 2 | 8}}
+    forged = to_ooni(all_cases()["dns_bogon"], REPORT, VANTAGE)["test_keys"]["control"]
+    assert forged["ip_info"] == {F.BOGON: {"asn": 0, "flags": 1 | 4}, F.REAL: {"asn": 0,
+                                                                                "flags": 2 | 8}}
     assert to_ooni(all_cases()["no_control"], REPORT, VANTAGE)["test_keys"]["control"] is None
 
 

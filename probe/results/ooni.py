@@ -260,7 +260,7 @@ def _request(h: HttpResult) -> dict[str, Any]:
         "headers": first_wins(h.headers),
         "headers_list": headers_list,
         "body": h.body_head,
-        # we keep the first KiB of the body only
+        # we keep the first 4 KiB of the body only (HttpResult.body_head)
         "body_is_truncated": h.body_truncated or len(h.body_head.encode()) < h.body_length,
         "body_length": h.body_length,
         "title": h.title,

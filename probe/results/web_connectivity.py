@@ -43,7 +43,8 @@ def wc_keys(m: TargetMeasurement, domain: str) -> dict[str, Any]:
         "dns_experiment_failure": system[0].failure if system else None,
         "http_experiment_failure": probe_http.failure if probe_http else None,
         **http_matches(probe_http, control_http),
-        "control": th_control(m.control, domain) if m.control != Evidence() else None,
+        "control": th_control(m.control, domain, _system_addresses(m.probe))
+        if m.control != Evidence() else None,
     }
 
 
@@ -104,8 +105,9 @@ def http_matches(probe: HttpResult | None, control: HttpResult | None) -> dict[s
     return keys
 
 
-def th_control(e: Evidence, domain: str) -> dict[str, Any]:
-    """The control side in the shape of the test helper's answer (ts-017, probe-cli th.go)."""
+def th_control(e: Evidence, domain: str, probe_addrs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The control side in the shape of the test helper's answer (ts-017, probe-cli th.go);
+    `probe_addrs` are the addresses the probe resolved (ip_info's flag 1)."""
     control: dict[str, Any] = {
         "tcp_connect": {hostport(t.address, t.port): {"status": t.failure is None,
                                                       "failure": ooni_failure(t)} for t in e.tcp},
@@ -127,14 +129,16 @@ def th_control(e: Evidence, domain: str) -> dict[str, Any]:
         d = e.dns[0]
         failure = "dns_name_error" if d.failure == failures.DNS_NXDOMAIN else ooni_failure(d)
         control["dns"] = {"failure": failure, "addrs": list(d.addresses)}
-    control["ip_info"] = _ip_info(e, domain)
+    control["ip_info"] = _ip_info(e, domain, probe_addrs)
     return control
 
 
-def _ip_info(e: Evidence, domain: str) -> dict[str, dict[str, int]]:
-    """Per address the helper knows of: asn (0: not looked up, as the helper writes an unknown
-    one) and flags (2 resolved by the helper, 4 bogon, 8 a valid certificate for the name)."""
+def _ip_info(e: Evidence, domain: str, probe_addrs: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Per address: asn (0: not looked up, as the helper writes an unknown one) and flags (1
+    resolved by the probe, 2 by the helper, 4 bogon, 8 a valid certificate for the name)."""
     info: dict[str, dict[str, int]] = {}
+    for address in probe_addrs:
+        info.setdefault(address, {"asn": 0, "flags": 0})["flags"] |= FLAG_RESOLVED_BY_PROBE
     for address in (a for d in e.dns for a in d.addresses):
         info.setdefault(address, {"asn": 0, "flags": 0})["flags"] |= FLAG_RESOLVED_BY_TH
     for t in e.tls:
@@ -166,6 +170,11 @@ def first_wins(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     for name, value in headers:
         out.setdefault(name, value)
     return out
+
+
+def _system_addresses(e: Evidence) -> tuple[str, ...]:
+    seen = dict.fromkeys(a for d in e.dns if d.resolver_kind == "system" for a in d.addresses)
+    return tuple(seen)
 
 
 def _final(results: tuple[HttpResult, ...]) -> HttpResult | None:

@@ -56,6 +56,7 @@ def check_common(records: list[dict]) -> None:
         system = [q for q in keys["queries"] if q["tags"] == ["system_resolver"]]
         assert system and all(q["engine"] == "udp" and isinstance(q["rcode"], int)
                               for q in system if q["failure"] != "generic_timeout_error")
+        assert [q["query_type"] for q in system] == ["A", "AAAA"]
         for handshake in keys["tls_handshakes"]:
             if handshake["failure"] is None:  # the lab CA's chain, as DER
                 der = base64.b64decode(handshake["peer_certificates"][0]["data"])
