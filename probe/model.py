@@ -104,6 +104,15 @@ class Observation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DnsAnswer:
+    """One record of an answer section, as OONI lists it (df-002): A, AAAA or CNAME."""
+
+    answer_type: str  # A | AAAA | CNAME
+    value: str  # the address, or the CNAME's target name
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class DnsResponse:
     """One answer heard for a query; more than one for a query is the mark of injection."""
 
@@ -111,6 +120,7 @@ class DnsResponse:
     rcode: str  # NOERROR, NXDOMAIN, SERVFAIL ...
     addresses: tuple[str, ...] = ()
     source: str = ""  # address the answer came from
+    answers: tuple[DnsAnswer, ...] = ()  # A/AAAA/CNAME records in order, with TTLs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +132,7 @@ class DnsResult(Observation):
     rcode: str | None = None  # of the first answer
     addresses: tuple[str, ...] = ()  # of the first answer
     responses: tuple[DnsResponse, ...] = ()  # every answer heard, in arrival order
+    answers: tuple[DnsAnswer, ...] = ()  # of the first answer, with CNAMEs and TTLs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +160,9 @@ class TlsResult(Observation):
     cipher: str | None = None
     alpn: str | None = None
     certificates: tuple[CertSummary, ...] = ()  # leaf first
+    # the chain as the server sent it, base64 DER, leaf first (at most tls.MAX_CHAIN): what
+    # OONI stores as peer_certificates; the stored record keeps it once, there
+    chain_der: tuple[str, ...] = ()
     cert_valid_for_name: bool | None = None  # chain verified and name matched the SNI
     connect_time: float | None = None  # TCP part, seconds
 
@@ -198,6 +212,9 @@ class Evidence:
     tls: tuple[TlsResult, ...] = ()
     http: tuple[HttpResult, ...] = ()
     throughput: tuple[ThroughputResult, ...] = ()
+    # the system resolver's AAAA answer: stored (OONI's queries list), never judged, since the
+    # verdict's DNS rules speak of the A query (an empty AAAA answer is common and harmless)
+    dns_aaaa: tuple[DnsResult, ...] = ()
 
 
 # --- what it means ---------------------------------------------------------------------------

@@ -100,10 +100,15 @@ def _addresses(results: Sequence[DnsResult], limit: int) -> tuple[str, ...]:
     return tuple(seen)[:limit]
 
 
-async def _resolve(target: Target, plan: RunPlan, settings: Settings) -> tuple[DnsResult, ...]:
+async def _resolve(target: Target, plan: RunPlan, settings: Settings
+                   ) -> tuple[tuple[DnsResult, ...], asyncio.Task[DnsResult]]:
+    """The A answers (system resolver first, then the controls), and a task asking the system
+    resolver for AAAA meanwhile: recorded for OONI's format, never used to connect or judge, and
+    awaited last so that a resolver ignoring AAAA delays nothing else."""
     host = _host(target)
+    aaaa = asyncio.create_task(dns.measure(DnsQuery(host, "system", "AAAA"), settings))
     queries = [DnsQuery(host, "system"), *(DnsQuery(host, r) for r in plan.control_resolvers)]
-    return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries)))
+    return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries))), aaaa
 
 
 async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
@@ -137,7 +142,7 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
 
 
 async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
-    answers = await _resolve(target, plan, settings)
+    answers, aaaa = await _resolve(target, plan, settings)
     addresses = _addresses(answers, plan.max_addresses)
     system_addresses = answers[0].addresses
     helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
@@ -148,6 +153,7 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
     fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
     probe = Evidence(
         dns=answers,
+        dns_aaaa=(await aaaa,),
         tcp=tuple(connect for connect, _ in per_address),
         tls=tuple(hs for _, handshakes in per_address for hs in handshakes),
         http=(fetch,),

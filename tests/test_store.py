@@ -71,6 +71,9 @@ def test_schema_rejects_what_it_should():
         {**record, "measurement_start_time": "2021-03-15T00:00:00Z"},
         {**record, "test_keys": {**record["test_keys"], "verdict": "censored"}},
         {**record, "test_keys": {**record["test_keys"], "blocking": None}},  # blocked needs one
+        {**record, "test_keys": {**record["test_keys"], "probe_blocking": None}},
+        {**record, "test_keys": {**record["test_keys"], "blocking": "tls"}},  # not WC's word
+        {**record, "resolver_asn": "AS0"},  # an invented AS
         {k: v for k, v in record.items() if k != "report_id"},
     ):
         with pytest.raises(jsonschema.ValidationError):
@@ -81,14 +84,54 @@ def test_ooni_shapes():
     record = to_ooni(all_cases()["throttled"], REPORT, VANTAGE)
     keys = record["test_keys"]
     assert keys["queries"][0]["answers"] == [{"answer_type": "A", "ipv4": F.REAL, "ttl": None}]
-    assert keys["tcp_connect"][0]["status"] == {"blocked": None, "failure": None, "success": True}
+    assert keys["queries"][0]["rcode"] == 0 and keys["queries"][0]["engine"] == "udp"
+    assert keys["queries"][0]["resolver_address"] == "192.0.2.53:53"
+    assert keys["tcp_connect"][0]["status"] == {"failure": None, "success": True}
     assert keys["tls_handshakes"][0]["address"] == f"{F.REAL}:443"
     assert keys["requests"][0]["response"]["code"] == 200
-    assert keys["control"]["queries"][0]["engine"] == "helper"
+    assert keys["control"]["dns"] == {"failure": None, "addrs": [F.REAL]}
+    assert keys["control"]["tcp_connect"] == {f"{F.REAL}:443": {"status": True, "failure": None}}
     assert keys["throttling"]["state"] == "throttled" and keys["verdict"] == "throttled"
+    assert (keys["accessible"], keys["blocking"], keys["probe_blocking"]) == (True, False, None)
     assert len(keys["throughput"]) == 2
+    assert [e["num_bytes"] for e in keys["network_events"]] == [10000, 20000] * 2
     assert (record["probe_asn"], record["probe_cc"], record["resolver_ip"]) == (
         "AS8359", "RU", "192.0.2.53")
+    assert "resolver_asn" not in record  # never looked up, so never invented
+
+
+def test_one_test_start_time_per_report(store):
+    """Every measurement of a report gives the run's start (carried by the report id), however
+    late its own start; a report id of another making gets the first target's start."""
+    cases = all_cases()
+    for i, name in enumerate(("clean", "throttled", "dns_nxdomain")):
+        m = dataclasses.replace(cases[name], start_time=cases[name].start_time + 600 * i)
+        store.append(m, REPORT)
+        store.append(m, "r-other")
+    records = list(store.records())
+    starts = {r["report_id"]: set() for r in records}
+    for r in records:
+        starts[r["report_id"]].add(r["test_start_time"])
+    assert starts == {REPORT: {"2021-03-14 00:00:00"}, "r-other": {"2021-03-15 00:00:00"}}
+    assert len({r["measurement_start_time"] for r in records}) == 3
+
+
+PREVIOUS = Path(__file__).parent / "data" / "ooni_previous_format.jsonl"
+
+
+def test_records_of_the_previous_format_still_read(tmp_path):
+    """Lines written before the Web Connectivity keys (our `blocking`, lists under `control`,
+    text rcodes) rebuild the same TargetMeasurement and index the same blocking method."""
+    expected = {m.verdict.rule: m for m in all_cases().values()}
+    old = list(read_records(PREVIOUS))
+    assert len(old) == 4 and all("probe_blocking" not in r["test_keys"] for r in old)
+    for record in old:
+        assert from_ooni(record) == expected[record["test_keys"]["rule"]]
+    (tmp_path / "measurements-2021-03-15.jsonl").write_bytes(PREVIOUS.read_bytes())
+    with Store(tmp_path, VANTAGE) as store:
+        assert store.reindex() == 4
+        rows = store.latest(old[0]["report_id"])
+    assert [r["blocking"] for r in rows] == [None, "dns", "tls", "http"]
 
 
 def test_unknown_failure_keeps_its_cause_in_ooni_spelling(store):

@@ -26,7 +26,7 @@ from probe import failures
 from probe.addresses import is_ip
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
 from probe.measure.tlsctx import client_context
-from probe.model import DnsQuery, DnsResponse, DnsResult, Settings
+from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
 
 RESOLV_CONF = "/etc/resolv.conf"  # inside `ip netns exec NS` this is /etc/netns/NS/resolv.conf
 MAX_RESPONSES = 16  # a flood of answers is recorded up to this many
@@ -128,6 +128,7 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
         rcode=first.rcode if first else None,
         addresses=first.addresses if first else (),
         responses=responses,
+        answers=first.answers if first else (),
     )
 
 
@@ -189,13 +190,23 @@ async def _udp(
 
 
 def _response(answer: dns.message.Message, t: float, source: str) -> DnsResponse:
-    addresses = tuple(
-        rdata.address
-        for rrset in answer.answer
-        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
-        for rdata in rrset
-    )
-    return DnsResponse(t=t, rcode=dns.rcode.to_text(answer.rcode()), addresses=addresses, source=source)
+    records = _answers(answer)
+    addresses = tuple(r.value for r in records if r.answer_type != "CNAME")
+    return DnsResponse(t=t, rcode=dns.rcode.to_text(answer.rcode()), addresses=addresses,
+                       source=source, answers=records)
+
+
+def _answers(answer: dns.message.Message) -> tuple[DnsAnswer, ...]:
+    """A, AAAA and CNAME records of the answer section, in order, each with its TTL."""
+    records = []
+    for rrset in answer.answer:
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            kind = dns.rdatatype.to_text(rrset.rdtype)
+            records += [DnsAnswer(answer_type=kind, value=r.address, ttl=rrset.ttl) for r in rrset]
+        elif rrset.rdtype == dns.rdatatype.CNAME:
+            records += [DnsAnswer(answer_type="CNAME", value=r.target.to_text(omit_final_dot=True),
+                                  ttl=rrset.ttl) for r in rrset]
+    return tuple(records)
 
 
 def _failure_of(response: DnsResponse) -> str | None:

@@ -9,6 +9,7 @@ finding, not noise). There is never a retry: censors keep per-flow state.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import ssl
@@ -25,6 +26,7 @@ from probe.model import CertSummary, Endpoint, Settings, TlsResult
 _MAX_ROUNDS = 256  # reads during one handshake; a real one needs a handful
 _READ_SIZE = 1 << 16
 _DER = 2  # _ssl.ENCODING_DER
+MAX_CHAIN = 6  # certificates kept as DER per handshake: real chains have 2-4, a record stays small
 
 
 async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
@@ -54,6 +56,7 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
     tls, failure, cause = await _tls_over(reader, writer, endpoint.sni, settings)
     done = failure is None
     cipher = tls.cipher() if done else None
+    chain = _presented_chain(tls, done)
     return TlsResult(
         **base,
         elapsed=time.monotonic() - start,
@@ -64,7 +67,8 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
         tls_version=tls.version() if done else None,
         cipher=cipher[0] if cipher else None,
         alpn=tls.selected_alpn_protocol() if done else None,
-        certificates=tuple(_summaries(_presented_chain(tls, done))),
+        certificates=tuple(_summaries(chain)),
+        chain_der=tuple(base64.b64encode(der).decode("ascii") for der in chain[:MAX_CHAIN]),
         cert_valid_for_name=_valid_for_name(endpoint.sni, failure),
     )
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.model import TargetMeasurement, Vantage
-from probe.results.ooni import from_ooni, scrub, to_ooni
+from probe.results.ooni import from_ooni, probe_blocking, report_start, scrub, to_ooni
 
 __all__ = ["Store", "StoreError", "local_addresses", "read_measurements", "read_records"]
 
@@ -65,6 +65,7 @@ class Store:
         self.out_dir = Path(out_dir)
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
+        self._report_starts: dict[str, float] = {}  # report id -> test_start_time
         self._db = self._open_index()
 
     def _open_index(self) -> sqlite3.Connection:
@@ -119,7 +120,9 @@ class Store:
 
         `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
         of our public IP) can be added before the targets measured with them are appended."""
-        record = to_ooni(m, report_id, self.vantage)
+        # one test_start_time per report: the run's start its id carries, else its first target's
+        start = self._report_starts.setdefault(report_id, report_start(report_id) or m.start_time)
+        record = to_ooni(m, report_id, self.vantage, test_start_time=start)
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
         self._ensure_folder()
         path = self.path_for(m.start_time)
@@ -139,7 +142,7 @@ class Store:
             "report_id": record["report_id"], "input": record["input"],
             "domain": m.target.domain, "category": m.target.category,
             "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
-            "start_time": m.start_time, "verdict": keys["verdict"], "blocking": keys["blocking"],
+            "start_time": m.start_time, "verdict": keys["verdict"], "blocking": probe_blocking(keys),
             "failure": keys["failure"], "rule": keys["rule"],
             "rate_bps": throttling.get("rate_bps"),
             "control_rate_bps": throttling.get("control_rate_bps"),

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probe.model import TargetMeasurement
+from probe.results.ooni import probe_blocking
 
 _STYLE = {
     "accessible": "green",
@@ -28,7 +29,7 @@ def json_line(record: Mapping[str, Any]) -> str:
     summary = {
         "input": record["input"],
         "verdict": keys.get("verdict"),
-        "blocking": keys.get("blocking"),
+        "blocking": probe_blocking(keys),
         "failure": keys.get("failure"),
         "throttling": keys.get("throttling"),
         "measurement_start_time": record.get("measurement_start_time"),
