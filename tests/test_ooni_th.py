@@ -22,6 +22,7 @@ from test_server import TITLE, Lab, closed_port, lab_running
 
 from probe import failures
 from probe import ooni_th as th
+from probe import ooni_th_answer as th_answer
 from probe.cli import main
 from probe.helper_api import BadRequest, HelperRequest
 from probe.measure import ooni_th as client
@@ -89,7 +90,7 @@ def test_response_golden_server_side() -> None:
 
 
 def test_response_golden_client_side() -> None:
-    evidence = th.decode_response(load("response_ok.json"), REQUEST, "https://th.test/")
+    evidence = th_answer.decode_response(load("response_ok.json"), REQUEST, "https://th.test/")
     [dns] = evidence.dns
     assert (dns.resolver_kind, dns.resolver, dns.addresses, dns.failure) == (
         "helper", "https://th.test/", (V4,), None)
@@ -126,14 +127,14 @@ def test_response_golden_client_side() -> None:
 ])
 def test_failed_control_golden(name: str, evidence: Evidence, request_: HelperRequest) -> None:
     assert th.encode_response(evidence, request_) == load(name)
-    decoded = th.decode_response(load(name), request_, "https://th.test/")
+    decoded = th_answer.decode_response(load(name), request_, "https://th.test/")
     assert decoded.http[0].status is None
     assert decoded.http[0].failure == evidence.http[0].failure
     assert [t.failure for t in decoded.tcp] == [t.failure for t in evidence.tcp]
 
 
 def test_nxdomain_spelling_both_ways() -> None:
-    decoded = th.decode_response(load("response_nxdomain.json"), REQUEST, "https://th.test/")
+    decoded = th_answer.decode_response(load("response_nxdomain.json"), REQUEST, "https://th.test/")
     [dns] = decoded.dns
     assert (dns.failure, dns.rcode, dns.operation) == (
         failures.DNS_NXDOMAIN, "NXDOMAIN", failures.RESOLVE)
@@ -142,7 +143,7 @@ def test_nxdomain_spelling_both_ways() -> None:
 
 
 def test_go_nulls_and_extra_keys_are_accepted() -> None:
-    decoded = th.decode_response(load("response_go_nulls.json"), REQUEST, "https://th.test/")
+    decoded = th_answer.decode_response(load("response_go_nulls.json"), REQUEST, "https://th.test/")
     assert decoded.tls == ()
     assert decoded.http[0].status == 204 and decoded.http[0].headers == ()
     # the helper's resolver failed: a broken control, never a proof the name does not exist
@@ -178,7 +179,7 @@ def test_dns_failures_to_ooni(ours: str | None, ooni: str | None) -> None:
 
 def _judged(probe: Evidence, answer: str) -> tuple[str, str | None]:
     target = Target(domain="example.org", url="https://example.org/")
-    control = th.decode_response(load(answer), REQUEST, "https://th.test/")
+    control = th_answer.decode_response(load(answer), REQUEST, "https://th.test/")
     m = TargetMeasurement(target=target, start_time=0, runtime=0, probe=probe, control=control,
                           control_source="ooni-th")
     verdict = judge(m)
@@ -257,7 +258,7 @@ BAD_ANSWERS = [
 @pytest.mark.parametrize("answer", BAD_ANSWERS)
 def test_answers_of_the_wrong_shape_are_refused(answer: object) -> None:
     with pytest.raises(th.BadAnswer):
-        th.decode_response(answer, REQUEST, "https://th.test/")
+        th_answer.decode_response(answer, REQUEST, "https://th.test/")
 
 
 def test_ipv6_in_an_unknown_failure_is_scrubbed() -> None:
@@ -569,7 +570,7 @@ _SECTIONS = ["tcp_connect", "tls_handshake", "http_request", "dns", "ip_info"]
 @settings(max_examples=300, deadline=None)
 def test_any_section_value_decodes_or_is_a_bad_answer(section: str, value: object) -> None:
     with contextlib.suppress(th.BadAnswer):
-        th.decode_response(_ok() | {section: value}, REQUEST, "https://th.test/")
+        th_answer.decode_response(_ok() | {section: value}, REQUEST, "https://th.test/")
 
 
 @given(st.sampled_from(["tcp_connect", "tls_handshake"]), st.text(max_size=30), _JSON)
@@ -577,7 +578,7 @@ def test_any_section_value_decodes_or_is_a_bad_answer(section: str, value: objec
 def test_any_endpoint_entry_decodes_or_is_a_bad_answer(section: str, key: str,
                                                        value: object) -> None:
     with contextlib.suppress(th.BadAnswer):
-        th.decode_response(_ok() | {section: {key: value}}, REQUEST, "https://th.test/")
+        th_answer.decode_response(_ok() | {section: {key: value}}, REQUEST, "https://th.test/")
 
 
 @given(_JSON)

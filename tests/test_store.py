@@ -16,7 +16,8 @@ import jsonschema
 import pytest
 
 from probe.model import Vantage
-from probe.results.ooni import from_ooni, new_report_id, ooni_time, scrub, to_ooni
+from probe.results.ooni import from_ooni, new_report_id, ooni_time, to_ooni
+from probe.results.scrub import scrub
 from probe.results.store import Store, local_addresses, read_measurements, read_records
 from probe.verdict import judge
 

@@ -62,13 +62,13 @@ class _Phase:
         return failures.TLS_HANDSHAKE if failure.startswith("ssl_") else failures.CONNECT
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
-    """The body, or None when it is larger than MAX_ANSWER."""
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is larger than `limit` (read no further than that)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 << 10):
         size += len(chunk)
-        if size > MAX_ANSWER:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
@@ -112,7 +112,7 @@ async def _exchange(
         ):
             status = resp.status
             try:
-                body = await _read_capped(resp)
+                body = await read_capped(resp, MAX_ANSWER)
             except NETWORK_ERRORS as exc:  # classified, returned as data
                 failure, cause = failure_and_cause(exc)
                 return {"status": status, "failure": failure, "operation": failures.READ,

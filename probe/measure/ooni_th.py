@@ -18,25 +18,14 @@ import aiohttp
 from probe import failures
 from probe.helper_api import HelperRequest
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
-from probe.measure.helper import HELPER_PATIENCE, HelperResult
+from probe.measure.helper import HELPER_PATIENCE, HelperResult, read_capped
 from probe.measure.tlsctx import client_context
 from probe.model import Settings
-from probe.ooni_th import BadAnswer, decode_response, encode_request
+from probe.ooni_th import BadAnswer, encode_request
+from probe.ooni_th_answer import decode_response
 
 MAX_TH_ANSWER = 1 << 20  # bytes; an answer lists a few endpoints and a page title
 _NO_URL = "none"
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
-    """The body, or None when it is larger than MAX_TH_ANSWER."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 << 10):
-        size += len(chunk)
-        if size > MAX_TH_ANSWER:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _invalid(status: int | None, error: str) -> dict:
@@ -82,7 +71,7 @@ async def _ask(request: HelperRequest, settings: Settings, th_url: str) -> dict:
                          allow_redirects=False) as resp,
         ):
             status = resp.status
-            answer = await _read_capped(resp)
+            answer = await read_capped(resp, MAX_TH_ANSWER)
     except NETWORK_ERRORS as exc:  # classified, returned as data
         failure, cause = failure_and_cause(exc)
         operation = failures.HTTP_ROUND_TRIP if sent else (

@@ -35,14 +35,9 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
     Without an SNI no name can be checked, so the handshake then accepts any certificate and
     `cert_valid_for_name` stays None.
     """
-    t0 = settings.since_origin()
     start = time.monotonic()
-    base: dict[str, Any] = {
-        "t0": t0,
-        "address": endpoint.address,
-        "port": endpoint.port,
-        "sni": endpoint.sni,
-    }
+    base: dict[str, Any] = {"t0": settings.since_origin(), "address": endpoint.address,
+                            "port": endpoint.port, "sni": endpoint.sni}
     try:
         async with asyncio.timeout(settings.timeout):
             reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
@@ -52,24 +47,29 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
             **base, elapsed=time.monotonic() - start, failure=failure, operation=failures.CONNECT,
             cause=cause,
         )
-    connect_time = time.monotonic() - start
+    base["connect_time"] = time.monotonic() - start
     tls, failure, cause = await _tls_over(reader, writer, endpoint.sni, settings)
+    return _result(base, tls, endpoint.sni, failure, cause, time.monotonic() - start)
+
+
+def _result(base: dict[str, Any], tls: ssl.SSLObject, sni: str | None, failure: str | None,
+            cause: str | None, elapsed: float) -> TlsResult:
+    """What one handshake showed: the session when it completed, the chain in any case."""
     done = failure is None
     cipher = tls.cipher() if done else None
     chain = _presented_chain(tls, done)
     return TlsResult(
         **base,
-        elapsed=time.monotonic() - start,
+        elapsed=elapsed,
         failure=failure,
         operation=None if done else failures.TLS_HANDSHAKE,
         cause=cause,
-        connect_time=connect_time,
         tls_version=tls.version() if done else None,
         cipher=cipher[0] if cipher else None,
         alpn=tls.selected_alpn_protocol() if done else None,
         certificates=tuple(_summaries(chain)),
         chain_der=tuple(base64.b64encode(der).decode("ascii") for der in chain[:MAX_CHAIN]),
-        cert_valid_for_name=_valid_for_name(endpoint.sni, failure),
+        cert_valid_for_name=_valid_for_name(sni, failure),
     )
 
 

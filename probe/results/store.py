@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from probe.model import TargetMeasurement, Vantage
-from probe.results.ooni import from_ooni, probe_blocking, report_start, scrub, to_ooni
+from probe.results.ooni import from_ooni, probe_blocking, report_start, to_ooni
+from probe.results.scrub import scrub
 
 __all__ = ["Store", "StoreError", "local_addresses", "read_measurements", "read_records"]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.results.ooni import SCRUBBED, scrub
+from probe.results.scrub import SCRUBBED, scrub
 
 # Global unicast IPv4 (1.0.0.0 .. 223.255.255.255 minus the non-global ranges)
 public_v4 = st.integers(1 << 24, (224 << 24) - 1).map(ipaddress.IPv4Address).filter(
