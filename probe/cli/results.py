@@ -16,10 +16,14 @@ from probe.cli import console
 @click.option("--report-id", help="Show the verdicts of this run (default: the latest).")
 def results(out_dir: Path, limit: int, report_id: str | None) -> None:
     """Past runs, and the verdicts of the latest (or a chosen) run, as tables."""
-    from probe.results.store import Store
+    from probe.results.store import Store, StoreError
     from probe.results.tables import latest_table, runs_table
 
-    store = Store(out_dir, vantage="")
+    try:
+        store = Store(out_dir, vantage="")
+    except StoreError as exc:
+        click.echo(f"error: --out: {exc}", err=True)
+        raise SystemExit(2) from None
     out = console.stdout()
     out.print(runs_table(store.runs(limit)))
     out.print(latest_table(store.latest(report_id)))

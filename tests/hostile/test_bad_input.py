@@ -211,3 +211,14 @@ def test_strict_mode_lets_the_bug_raise(tmp_path: Path, hostile, one_buggy_targe
     with hostile.case("run: a bug under PROBE_STRICT=1"):
         result = invoke("run", "--targets", targets, "--out", str(tmp_path / "out"))
     assert isinstance(result.exception, KeyError)
+
+
+def test_results_of_a_corrupt_index_is_one_line(tmp_path: Path, hostile) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    with hostile.case("results: corrupt index") as case:
+        result = invoke("results", "--out", str(out))
+        case.traceback = result.exc_info is not None and result.exc_info[0] is not SystemExit
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --out: ") and result.stderr.count("\n") == 1
