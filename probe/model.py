@@ -133,6 +133,7 @@ class DnsResult(Observation):
     addresses: tuple[str, ...] = ()  # of the first answer
     responses: tuple[DnsResponse, ...] = ()  # every answer heard, in arrival order
     answers: tuple[DnsAnswer, ...] = ()  # of the first answer, with CNAMEs and TTLs
+    fingerprint: str | None = None  # OONI's id of a known blockpage answer (e.g. ooni.ru_3)
 
 
 @dataclass(frozen=True, kw_only=True)

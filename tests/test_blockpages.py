@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.measure import blockpages
+from probe.measure import blockpages, ooni_fingerprints
 
 # (status, headers, body_head, title) -> the fingerprint id expected; every `when` entry of every
 # shipped fingerprint has at least one sample here.
@@ -51,8 +51,16 @@ NORMAL_PAGES: list[tuple[int, list[tuple[str, str]], str, str | None]] = [
     (200, [("Location", "http://warning.rt.ru/")], "", None),  # not a redirect status
     (403, [], "<h1>403 Forbidden</h1><p>nginx</p>", "403 Forbidden"),
     (200, [], "Access to this resource requires a login.", "Login"),
-    (200, [], '<iframe src="http://10.10.34.99/">', None),
+    (200, [], '<a href="http://10.10.34.99/">', None),
 ]
+
+
+def test_oonis_wider_fingerprint_catches_what_ours_leaves() -> None:
+    """Ours names only the 10.10.34.34-36 sinkhole; OONI's (ooni.ir_0) any iframe to 10.10."""
+    page = '<iframe src="http://10.10.34.99/">'
+    assert blockpages.match(200, [], page, None) == "ooni.ir_0"
+    assert not any(c.holds(blockpages._Response(200, [], page, page.casefold(), ""))
+                   for fp in blockpages.fingerprints() for c in fp.when)
 
 
 @pytest.mark.parametrize(("expected", "response"), SAMPLES, ids=[s[0] for s in SAMPLES])
@@ -109,4 +117,6 @@ def test_match_never_raises_and_names_a_shipped_fingerprint(
     status: int | None, headers: list, body: str, title: str | None
 ) -> None:
     found = blockpages.match(status, headers, body, title)
-    assert found is None or found in {fp.id for fp in blockpages.fingerprints()}
+    ours = {fp.id for fp in blockpages.fingerprints()}
+    oonis = {fp.name for fp in ooni_fingerprints.http_index().fingerprints if fp.blocking}
+    assert found is None or found in ours | oonis

@@ -176,6 +176,7 @@ dns_results = st.builds(
     resolver_kind=st.sampled_from(["system", "udp", "tls", "https", "helper"]),
     rcode=st.none() | RCODE, addresses=addresses, failure=FAILURE,
     responses=st.lists(responses, max_size=3).map(tuple),
+    fingerprint=st.none() | st.just("ooni.ru_96"),
 )
 tcp_results = st.builds(TcpResult, address=ADDRESSES, port=st.just(443), failure=FAILURE)
 tls_results = st.builds(TlsResult, address=ADDRESSES, port=st.just(443), sni=SNI,
@@ -209,6 +210,8 @@ def _control_shows_down(control: Evidence, probe: Evidence) -> bool:
     blockpage at the probe's own answer is DNS blocking even then (OONI's ghost DNS)."""
     if any(h.blockpage for h in probe.http):
         return False
+    if any(d.fingerprint for d in probe.dns if d.resolver_kind == "system"):
+        return False  # a known blockpage address: the censor's own answer is the proof
     resolvers_resolve = any(d.addresses for d in probe.dns if d.resolver_kind != "system")
     if control.dns and not resolvers_resolve and all(
             d.rcode == "NXDOMAIN" and not d.addresses for d in control.dns):
@@ -331,3 +334,50 @@ def test_each_verdict_names_the_control_it_rests_on():
         "control SNI at ")
     blackholed = Evidence(dns=(F.dns(),), tcp=(F.tcp(failure=F.TIMEOUT),))
     assert judge(F.measurement(blackholed)).decided_by == "helper"
+
+
+# --- a known blockpage address in the probe's DNS answer (OONI's DNS fingerprints) -------------
+
+BLOCKPAGE_IP = "5.3.3.17"  # ooni.ru_96, ER-Telecom's blockpage host; never contacted by tests
+
+
+def _fingerprinted(kind: str = "system") -> DnsResult:
+    return dataclasses.replace(F.dns((BLOCKPAGE_IP,), kind=kind), fingerprint="ooni.ru_96")
+
+
+def test_known_blockpage_address_is_dns_blocking_without_any_control():
+    probe = Evidence(dns=(_fingerprinted(),), tcp=(F.tcp(BLOCKPAGE_IP, port=80),))
+    v = judge(F.measurement(probe, Evidence()))
+    assert (v.verdict, v.blocking, v.rule) == ("blocked", "dns", "dns.blockpage_address")
+    assert "ooni.ru_96" in v.reason
+    # the same answer with no fingerprint, and no control: nothing to judge by
+    plain = Evidence(dns=(F.dns((BLOCKPAGE_IP,)),), tcp=probe.tcp)
+    assert judge(F.measurement(plain, Evidence())).verdict == "inconclusive"
+
+
+def test_known_blockpage_address_is_blocking_even_where_the_name_resolves_nowhere():
+    probe = Evidence(dns=(_fingerprinted(),))
+    v = judge(F.measurement(probe, Evidence(dns=(F.nxdomain(kind="helper"),))))
+    assert (v.verdict, v.rule) == ("blocked", "dns.blockpage_address")
+
+
+def test_known_blockpage_address_proven_real_by_a_certificate_is_not_blocking():
+    """A fingerprint is evidence, not proof: a valid handshake for the name at that address
+    (a censor's host that also serves the site?) makes the answer consistent."""
+    probe = Evidence(dns=(_fingerprinted(),), tcp=(F.tcp(BLOCKPAGE_IP),),
+                     tls=(F.tls(BLOCKPAGE_IP),), http=(F.http(address=BLOCKPAGE_IP),))
+    v = judge(F.measurement(probe, Evidence()))
+    assert v.rule != "dns.blockpage_address" and v.verdict == "accessible"
+
+
+def test_a_fingerprint_on_a_control_resolvers_answer_is_not_the_probes():
+    probe = dataclasses.replace(F.clean_probe(), dns=(F.dns(), _fingerprinted(kind="udp")))
+    assert judge(F.measurement(probe)).rule != "dns.blockpage_address"
+
+
+def test_blockpage_address_rule_sits_with_the_dns_rules_before_the_outage_rules():
+    ids = [r.id for r in RULES]
+    assert ids.index("dns.ghost_blockpage") < ids.index("dns.blockpage_address") \
+        < ids.index("down.control_dns")
+    rule = RULES[ids.index("dns.blockpage_address")]
+    assert rule.overrides_down and rule.uses == "" and RULES_VERSION == "2026.3"

@@ -1,4 +1,5 @@
-"""Blockpage fingerprints: loaded once from probe/data/blockpages.yaml, matched against a response.
+"""Blockpage fingerprints: loaded once from probe/data/blockpages.yaml, matched against a response
+(then OONI's, see probe.measure.ooni_fingerprints).
 
 The fingerprints are data (see the YAML file's header for the format); this module only parses
 and checks them, and rejects a malformed file loudly instead of silently matching nothing.
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from probe.measure import ooni_fingerprints
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -67,13 +70,14 @@ class Fingerprint:
 
 
 def match(status: int | None, headers: Headers, body_head: str, title: str | None) -> str | None:
-    """The id of the first fingerprint the response matches, or None."""
+    """The id of the first fingerprint the response matches, or None: ours first, then OONI's
+    (probe.measure.ooni_fingerprints, ids such as `ooni.ru_3`)."""
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
     response = _Response(status, pairs, body_head, body_head.casefold(), title or "")
     for fp in fingerprints():
         if any(c.holds(response) for c in fp.when):
             return fp.id
-    return None
+    return ooni_fingerprints.http_index().blockpage(pairs, body_head, status)
 
 
 @functools.cache

@@ -24,6 +24,7 @@ import dns.resolver
 
 from probe import failures
 from probe.addresses import is_ip
+from probe.measure import ooni_fingerprints
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
 from probe.measure.tlsctx import client_context
 from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
@@ -129,7 +130,15 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
         addresses=first.addresses if first else (),
         responses=responses,
         answers=first.answers if first else (),
+        fingerprint=_fingerprint(responses),
     )
+
+
+def _fingerprint(responses: tuple[DnsResponse, ...]) -> str | None:
+    """OONI's id for a known blockpage answer in any response heard (an injected one too)."""
+    values = (a.value for r in responses for a in r.answers)  # addresses and CNAME targets
+    found = ooni_fingerprints.dns_index().match(values)
+    return found.name if found else None
 
 
 async def _exchange(

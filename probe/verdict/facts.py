@@ -40,6 +40,7 @@ class Facts:
     probe_dns_failure: str | None = None
     injected: bool = False
     bogons: tuple[str, ...] = ()  # probe answers that are bogons the control does not give
+    dns_fingerprint: str | None = None  # OONI's id of a known blockpage answer the probe got
     # TCP
     tcp_all_failed: bool = False
     tcp_failure: str | None = None
@@ -141,6 +142,7 @@ def _dns_facts(f: Facts, own: tuple[DnsResult, ...], control: tuple[DnsResult, .
         probe_dns_failure=failure,
         injected=any(_injected(d) for d in own),
         bogons=tuple(sorted(a for a in probe_addrs if is_bogon(a) and a not in control_addrs)),
+        dns_fingerprint=next((d.fingerprint for d in own if d.fingerprint), None),
     )
 
 

@@ -4,6 +4,9 @@ Order, and why:
 0. dns.ghost_blockpage  a known blockpage at the address the probe's resolver gave, for a name
                  that resolves nowhere else (OONI's "ghost DNS"): DNS blocking, though the
                  control cannot resolve the name either.
+0. dns.blockpage_address  the probe's resolver answered with an address (or name) OONI's DNS
+                 fingerprints know as a censor's blockpage host, and nothing proves the answer
+                 real: DNS blocking with no control needed, and even when the target is down.
 1. down.*        the control failed too (and the probe did not get through): never "blocked".
 2. dns.blockpage  a blockpage reached through a DNS answer the control does not give: the lie
                  is in DNS (as OONI judges it), the page is its consequence.
@@ -17,8 +20,8 @@ Order, and why:
 10. inconclusive.*  everything else (failures with nothing to compare them with).
 
 Every rule with a `blocking` also requires that no control failed (`Facts.control_down`): a
-target that is down everywhere is never called blocked (the ghost blockpage is the one exception:
-the page itself is the proof). `uses` names the kind of control whose evidence decides, so that a
+target that is down everywhere is never called blocked (the ghost blockpage and a known blockpage
+address are the exceptions: the page, or the censor's own address, is the proof). `uses` names the kind of control whose evidence decides, so that a
 verdict can say which control it rests on. Bump RULES_VERSION when a rule changes.
 """
 
@@ -33,7 +36,7 @@ from probe import failures
 if TYPE_CHECKING:
     from probe.verdict.facts import Facts
 
-RULES_VERSION = "2026.2"
+RULES_VERSION = "2026.3"
 
 VERDICTS = frozenset({"accessible", "blocked", "throttled", "degraded", "down", "inconclusive"})
 BLOCKINGS = frozenset({"dns", "tcp", "tls", "http"})
@@ -118,6 +121,16 @@ RULES: tuple[Rule, ...] = (
         "({f.blockpage}).",
         lambda f: f.probe_dns_failure,
         uses="dns", overrides_down=True,
+    ),
+    Rule(
+        "dns.blockpage_address", "blocked", "dns",
+        "The probe's DNS answer is a known blockpage address (OONI's DNS fingerprints) and "
+        "nothing proves it real.",
+        lambda f: f.dns_fingerprint is not None and not f.dns_consistent,
+        "The probe's resolver answered {f.domain} with a known blockpage address "
+        "(fingerprint {f.dns_fingerprint}).",
+        lambda f: f.probe_dns_failure,
+        overrides_down=True,
     ),
     _down("dns", "could not resolve"),
     _down("tcp", "could not connect to"),

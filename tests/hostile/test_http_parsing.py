@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from probe.measure import blockpages, http
+from probe.measure import blockpages, http, ooni_fingerprints
 from probe.model import HttpRequest, Settings
 
 SIZE = 1 << 16  # what the probe scans
@@ -33,6 +33,11 @@ CRAFTED = [  # (case, body)
     ("whitespace", _fill(" \n")),
     ("almost a blockpage sentence", _fill("access to the requested resource is ")),
     ("almost a registry domain", _fill("eais.rkn.gov.")),
+    # OONI's regexes (probe.measure.ooni_fingerprints): their openings, never their endings
+    ("almost OONI's U.S. Command", _fill("U.S. ")),
+    ("almost OONI's red span", _fill("<span style=color:red;")),
+    ("replacement characters", _fill("\ufffd")),
+    ("almost OONI's moved here", _fill("<p>The document has moved <a href=")),
 ]
 
 
@@ -74,6 +79,41 @@ def test_every_shipped_body_regex_is_linear_on_its_own_prefix(pattern: str, host
     with hostile.case(f"blockpage regex: {pattern[:30]}", timeout=BOUND):
         took = _seconds(lambda: regex.search(body))
     print(f"{pattern[:50]}: {took * 1e3:.2f} ms on {unit!r} x {SIZE // len(unit)}")
+    assert took < BOUND
+
+
+def _imported_regexes() -> list[str]:
+    return [fp.pattern for fp in ooni_fingerprints.http_index().fingerprints
+            if fp.pattern_type == "regexp"]
+
+
+def _opening(piece: re.Pattern[str]) -> str:
+    return re.sub(r"\\(.)", r"\1", piece.pattern.replace("[^\n]", "X"))
+
+
+@pytest.mark.parametrize("pattern", _imported_regexes())
+def test_every_imported_regex_is_linear_on_its_own_openings(pattern: str, hostile) -> None:
+    """OONI's regexes, as the probe runs them (literal pieces, line by line): a page of the
+    first piece repeated, and of every piece but the last, on one line: what makes `re`'s
+    `.*` quadratic."""
+    pieces = ooni_fingerprints.linear_pieces(pattern)
+    for unit in (_opening(pieces[0]) + " ", " ".join(_opening(p) for p in pieces[:-1]) + " "):
+        body = _fill(unit)
+        with hostile.case(f"OONI regex: {pattern[:30]}", timeout=BOUND):
+            took = _seconds(lambda b=body: ooni_fingerprints.search_pieces(pieces, b))
+        print(f"{pattern[:50]}: {took * 1e3:.2f} ms on {unit[:30]!r} x {SIZE // len(unit)}")
+        assert took < BOUND
+
+
+def test_imported_header_patterns_on_long_values_are_linear(hostile) -> None:
+    """Header values a hostile server sends at aiohttp's 8 KiB line limit, against every
+    imported header fingerprint."""
+    headers = [(name, prefix * (8190 // len(prefix))) for name, prefix in
+               (("Location", "http://warning.rt."), ("Server", "Protected by "), ("Via", "1.1 "))]
+    index = ooni_fingerprints.http_index()
+    with hostile.case("OONI header patterns", timeout=BOUND):
+        took = _seconds(lambda: index.matches(headers * 20, "", 302))
+    print(f"60 long headers against every imported header pattern: {took * 1e3:.2f} ms")
     assert took < BOUND
 
 
