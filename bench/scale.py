@@ -266,12 +266,31 @@ def run_blackbox(lab: ScaleLab, n: int, concurrency: int) -> dict[str, Any]:
 # --- the probe ------------------------------------------------------------------------------------
 
 
-def run_probe(lab: ScaleLab, concurrency: int, profile: str | None) -> dict[str, Any]:
+# `probe run` under tracemalloc: at exit, the 25 source lines holding the most live memory.
+TRACEMALLOC = """
+import atexit, runpy, sys, tracemalloc
+tracemalloc.start(8)
+def dump(path=sys.argv.pop(1)):
+    top = tracemalloc.take_snapshot().statistics("traceback")[:25]
+    with open(path, "w") as out:
+        for stat in top:
+            out.write(f"{stat.size / 1e6:8.2f} MB {stat.count:8d} blocks\\n")
+            out.write("\\n".join("    " + line for line in stat.traceback.format()) + "\\n")
+atexit.register(dump)
+sys.argv[0] = "probe"
+runpy.run_module("probe", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_probe(lab: ScaleLab, concurrency: int, profile: str | None,
+              tracemalloc: str | None = None) -> dict[str, Any]:
     state, out = lab.state(), lab.dir / "results"
     logs = lab.dir / "probe-run"
     logs.mkdir(exist_ok=True)
-    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
-    argv = ["ip", "netns", "exec", lab.names.client, *python, "-m", "probe", "run",
+    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+              *(["-c", TRACEMALLOC, tracemalloc] if tracemalloc else [])]
+    module = [] if tracemalloc else ["-m", "probe"]
+    argv = ["ip", "netns", "exec", lab.names.client, *python, *module, "run",
             "--config", "/dev/null", "--targets", state["targets_file"], "--json",
             "--ca-file", state["ca_file"], "--control-resolver", state["control_resolver"],
             "--helper", state["helper_url"], "--out", str(out), "--timeout", "5",
@@ -311,12 +330,13 @@ def breakdown(out: Path) -> dict[str, Any]:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def measure(n: int, concurrency: int, profile: str | None) -> dict[str, Any]:
+def measure(n: int, concurrency: int, profile: str | None,
+            tracemalloc: str | None = None) -> dict[str, Any]:
     lab = ScaleLab(n)
     try:
         lab.up(SCENARIO, deadline=60.0)
         blackbox = run_blackbox(lab, n, concurrency)
-        probe = run_probe(lab, concurrency, profile)
+        probe = run_probe(lab, concurrency, profile, tracemalloc)
     finally:
         lab.down()
     return {"n": n, "blackbox": blackbox, "probe": probe}
@@ -356,6 +376,8 @@ def main() -> None:
     parser.add_argument("--with-5000", action="store_true", help="add N = 5000")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile", metavar="FILE", help="cProfile the probe at the last N")
+    parser.add_argument("--tracemalloc", metavar="FILE",
+                        help="at the last N, write the probe's top live allocations here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([5000] if args.with_5000 else [])
     if os.geteuid() != 0:
@@ -363,8 +385,9 @@ def main() -> None:
     rows = []
     with lab_lock():
         for n in sizes:
-            profile = args.profile if n == sizes[-1] else None
-            rows.append(measure(n, args.concurrency, profile))
+            last = n == sizes[-1]
+            rows.append(measure(n, args.concurrency, args.profile if last else None,
+                                args.tracemalloc if last else None))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     report(rows)
 
