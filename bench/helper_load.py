@@ -1,13 +1,13 @@
 """The helper under load: concurrent control requests and bulk flows against `probe serve` in the lab.
 
     sudo .venv/bin/python bench/helper_load.py [--control 200] [--control-total 1000]
-                                               [--bulk 50] [--bulk-total 250]
+                                               [--bulk 50] [--bulk-total 20000]
                                                [--flow-bytes 131072] [--resets 50]
 
 The lab of bench/scale.py (prefix `pscale`, names t00001.scale.lab ... on one origin). From the
 client namespace, `--control` workers send `--control-total` control requests (POST
-api/v1/control, a generated name each) while `--bulk` workers fetch `--bulk-total` flows of
-`/bulk?bytes=FLOW` and read every byte they asked for, as the probe does. Then `--resets` clients
+api/v1/control, a generated name each) while `--bulk` workers fetch flows of `/bulk?bytes=FLOW` (at
+most `--bulk-total`, until the control requests are done) and read every byte they asked for, as the probe does. Then `--resets` clients
 ask for 4 MiB and reset the connection (SO_LINGER 0) after the first read: the case that made
 CPython 3.11 log `_call_connection_lost` tracebacks. Printed: requests/s, p50/p99 latency, status
 counts, the helper's peak RSS and CPU, and the tracebacks in its log. Holds the lab lock.
@@ -18,12 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import SCENARIO, ScaleLab, lab_lock, proc_cpu, proc_peak_rss_mb  # noqa: E402
+from scale import (  # noqa: E402
+    SCENARIO,
+    TRACEMALLOC,
+    ScaleLab,
+    lab_lock,
+    proc_cpu,
+    proc_peak_rss_mb,
+)
 
 # Runs in the client namespace; every loop is bounded by a count (a shared iterator) and the
 # whole by a deadline.
@@ -41,10 +50,12 @@ def summary(latencies, statuses, wall):
     return {"count": len(latencies), "wall": wall, "per_s": len(latencies) / wall,
             "p50_ms": pick(0.50) * 1000, "p99_ms": pick(0.99) * 1000, "statuses": statuses}
 
-async def pool(workers, total, one):
+async def pool(workers, total, one, stop=None):
     jobs, latencies, statuses = iter(range(total)), [], {}
     async def worker(session):
         for i in jobs:
+            if stop is not None and stop.is_set():
+                break
             start = time.monotonic()
             status = await one(session, i)
             latencies.append(time.monotonic() - start)
@@ -87,10 +98,14 @@ async def reset_one(i):
     await asyncio.sleep(0.01)
 
 async def main():
-    deadline = cfg["deadline"]
+    deadline, stop = cfg["deadline"], asyncio.Event()
+    async def controls():
+        try:
+            return await pool(cfg["control"], cfg["control_total"], control)
+        finally:
+            stop.set()  # the bulk flows run for as long as the control requests do
     load = await asyncio.wait_for(asyncio.gather(
-        pool(cfg["control"], cfg["control_total"], control),
-        pool(cfg["bulk"], cfg["bulk_total"], bulk)), deadline)
+        controls(), pool(cfg["bulk"], cfg["bulk_total"], bulk, stop)), deadline)
     jobs = iter(range(cfg["resets"]))
     async def resetter():
         for i in jobs:
@@ -104,6 +119,8 @@ asyncio.run(main())
 
 def run(args: argparse.Namespace) -> dict:
     lab = ScaleLab(args.names, helper_concurrency=args.helper_concurrency)
+    if args.tracemalloc:
+        lab.helper_python = ["-c", TRACEMALLOC, args.tracemalloc]
     try:
         state = lab.up(SCENARIO, deadline=60.0)
         helper = state["pids"]["helper"]
@@ -124,9 +141,19 @@ def run(args: argparse.Namespace) -> dict:
                             "log_lines": len(log.splitlines())}
         if args.keep_log:
             Path(args.keep_log).write_text(log)
+        if args.tracemalloc:
+            stop_for_dump(helper, Path(args.tracemalloc))
     finally:
         lab.down()
     return result
+
+
+def stop_for_dump(pid: int, dump: Path, wait: float = 60.0) -> None:
+    """SIGINT: `probe serve` returns normally, so the tracemalloc wrapper's atexit runs."""
+    os.kill(pid, signal.SIGINT)
+    end = time.monotonic() + wait
+    while time.monotonic() < end and not dump.exists():
+        time.sleep(0.2)
 
 
 def main() -> None:
@@ -134,13 +161,15 @@ def main() -> None:
     parser.add_argument("--control", type=int, default=200, help="concurrent control requests")
     parser.add_argument("--control-total", type=int, default=1000)
     parser.add_argument("--bulk", type=int, default=50, help="concurrent bulk flows")
-    parser.add_argument("--bulk-total", type=int, default=250)
+    parser.add_argument("--bulk-total", type=int, default=20000)
     parser.add_argument("--flow-bytes", type=int, default=128 << 10)
     parser.add_argument("--resets", type=int, default=50, help="clients that reset mid-flow")
     parser.add_argument("--names", type=int, default=200)
     parser.add_argument("--helper-concurrency", type=int, default=256,
                         help="the helper's --max-concurrency (its default, 16, answers 503 "
                              "beyond that)")
+    parser.add_argument("--tracemalloc", metavar="FILE",
+                        help="run the helper under tracemalloc; its top live allocations here")
     parser.add_argument("--keep-log", metavar="FILE", help="copy the helper's log here")
     args = parser.parse_args()
     if os.geteuid() != 0:

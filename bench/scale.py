@@ -57,6 +57,7 @@ class ScaleLab(Lab):
     def __init__(self, n: int, helper_concurrency: int = 256, prefix: str = PREFIX) -> None:
         super().__init__(prefix)
         self.n, self.helper_concurrency = n, helper_concurrency
+        self.helper_python = ["-m", "probe"]  # or ["-c", TRACEMALLOC, FILE]
 
     def _build(self, scenario: Scenario, state: dict[str, Any], helper: bool,
                deadline: float) -> None:
@@ -97,7 +98,7 @@ class ScaleLab(Lab):
 
     def _helper(self, state: dict[str, Any], cert: list[str], deadline: float) -> None:
         self._spawn(state, "helper", self.names.net, [
-            "-m", "probe", "serve", "--host", t.HELPER_IP, "--port", "443", "--cert", cert[0],
+            *self.helper_python, "serve", "--host", t.HELPER_IP, "--port", "443", "--cert", cert[0],
             "--key", cert[1], "--ca-file", state["ca_file"], "--allow-private-addresses",
             "--resolver", f"udp://{t.TRUSTED_RESOLVER}:53", "--timeout", "5",
             "--max-concurrency", str(self.helper_concurrency)])
