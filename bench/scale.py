@@ -267,17 +267,34 @@ def run_blackbox(lab: ScaleLab, n: int, concurrency: int) -> dict[str, Any]:
 # --- the probe ------------------------------------------------------------------------------------
 
 
-# `probe run` under tracemalloc: at exit, the 25 source lines holding the most live memory.
+# A probe process under tracemalloc. At exit it writes the traced (current, peak) MB, then the
+# 25 allocation sites holding the most memory at the busiest moment a 1 s sampler saw (what a
+# peak is made of), then the same at exit (what accumulates).
 TRACEMALLOC = """
-import atexit, runpy, sys, tracemalloc
-tracemalloc.start(8)
-def dump(path=sys.argv.pop(1)):
-    top = tracemalloc.take_snapshot().statistics("traceback")[:25]
+import atexit, runpy, sys, threading, time, tracemalloc
+tracemalloc.start(6)
+path, busiest = sys.argv.pop(1), [0, None]
+def sample():
+    for _ in range(7200):  # bounded: two hours of 1 s samples
+        time.sleep(1.0)
+        current = tracemalloc.get_traced_memory()[0]
+        if current > 1.1 * busiest[0]:
+            busiest[:] = [current, tracemalloc.take_snapshot()]
+def top(snapshot):
+    lines = []
+    for stat in snapshot.statistics("traceback")[:25]:
+        lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:8d} blocks")
+        lines += ["    " + line for line in stat.traceback.format()]
+    return "\\n".join(lines)
+def dump():
+    current, peak = tracemalloc.get_traced_memory()
     with open(path, "w") as out:
-        for stat in top:
-            out.write(f"{stat.size / 1e6:8.2f} MB {stat.count:8d} blocks\\n")
-            out.write("\\n".join("    " + line for line in stat.traceback.format()) + "\\n")
+        out.write(f"traced now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB\\n")
+        if busiest[1] is not None:
+            out.write(f"== busiest sample: {busiest[0] / 1e6:.1f} MB\\n{top(busiest[1])}\\n")
+        out.write(f"== at exit\\n{top(tracemalloc.take_snapshot())}\\n")
 atexit.register(dump)
+threading.Thread(target=sample, daemon=True).start()
 sys.argv[0] = "probe"
 runpy.run_module("probe", run_name="__main__", alter_sys=True)
 """
