@@ -8,8 +8,8 @@ The lab of bench/scale.py (prefix `pscale`, names t00001.scale.lab ... on one or
 client namespace, `--control` workers send `--control-total` control requests (POST
 api/v1/control, a generated name each) while `--bulk` workers fetch flows of `/bulk?bytes=FLOW` (at
 most `--bulk-total`, until the control requests are done) and read every byte they asked for, as the probe does. Then `--resets` clients
-ask for 4 MiB and reset the connection (SO_LINGER 0) after the first read: the case that made
-CPython 3.11 log `_call_connection_lost` tracebacks. Printed: requests/s, p50/p99 latency, status
+ask for 4 MiB and reset the connection (SO_LINGER 0), half after their first read and half
+before any answer: the cases that made CPython 3.11 log `_call_connection_lost` tracebacks. Printed: requests/s, p50/p99 latency, status
 counts, the helper's peak RSS and CPU, and the tracebacks in its log. Holds the lab lock.
 """
 
@@ -91,7 +91,8 @@ async def reset_one(i):
     reader, writer = await asyncio.open_connection(host, 443, ssl=context,
                                                    server_hostname="helper.probe.lab")
     writer.write(f"GET /bulk?bytes={4 << 20} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    await reader.read(65536)
+    if i % 2 == 0:  # half reset mid-body, half before the answer's headers
+        await reader.read(65536)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()  # RST mid-transfer
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> dict:
         result["helper"] = {"rss_mb": proc_peak_rss_mb(helper), "cpu": proc_cpu(helper) - cpu0,
                             "tracebacks": log.count("Traceback"),
                             "call_connection_lost": log.count("_call_connection_lost"),
+                            "send_warnings": log.count("socket.send() raised exception"),
                             "log_lines": len(log.splitlines())}
         if args.keep_log:
             Path(args.keep_log).write_text(log)
@@ -184,7 +186,8 @@ def main() -> None:
     h = result["helper"]
     print(f"helper: peak RSS {h['rss_mb']:.1f} MB, CPU {h['cpu']:.1f} s, tracebacks in its log "
           f"{h['tracebacks']} ({h['call_connection_lost']} _call_connection_lost) after "
-          f"{result['resets']} resetting clients; {h['log_lines']} log lines")
+          f"{result['resets']} resetting clients; {h['send_warnings']} 'socket.send() raised "
+          f"exception' warnings; {h['log_lines']} log lines")
 
 
 if __name__ == "__main__":
