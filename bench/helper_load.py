@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def stop_for_dump(pid: int, dump: Path, wait: float = 60.0) -> None:
+def stop_for_dump(pid: int, dump: Path, wait: float = 300.0) -> None:
     """SIGINT: `probe serve` returns normally, so the tracemalloc wrapper's atexit runs."""
     os.kill(pid, signal.SIGINT)
     end = time.monotonic() + wait
