@@ -144,18 +144,24 @@ def run(args: argparse.Namespace) -> dict:
         if args.keep_log:
             Path(args.keep_log).write_text(log)
         if args.tracemalloc:
-            stop_for_dump(helper, Path(args.tracemalloc))
+            result["helper"]["stop"] = stop_for_dump(helper, Path(args.tracemalloc))
     finally:
         lab.down()
     return result
 
 
-def stop_for_dump(pid: int, dump: Path, wait: float = 300.0) -> None:
-    """SIGINT: `probe serve` returns normally, so the tracemalloc wrapper's atexit runs."""
+def stop_for_dump(pid: int, dump: Path, wait: float = 300.0) -> str:
+    """SIGINT (again after 20 s if it still runs): `probe serve` returns, so the tracemalloc
+    wrapper's atexit runs. Says how the helper stopped."""
     os.kill(pid, signal.SIGINT)
-    end = time.monotonic() + wait
-    while time.monotonic() < end and not dump.exists():
+    start, second = time.monotonic(), False
+    while time.monotonic() - start < wait and not dump.exists():
+        if not second and time.monotonic() - start > 20 and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGINT)
+            second = True
         time.sleep(0.2)
+    how = "after a second SIGINT" if second else "after one SIGINT"
+    return f"dump written {how}" if dump.exists() else f"no dump ({how})"
 
 
 def main() -> None:
