@@ -271,7 +271,8 @@ def run_blackbox(lab: ScaleLab, n: int, concurrency: int) -> dict[str, Any]:
 # 25 allocation sites holding the most memory at the busiest moment a 1 s sampler saw (what a
 # peak is made of), then the same at exit (what accumulates).
 TRACEMALLOC = """
-import atexit, runpy, sys, threading, time, tracemalloc
+import atexit, runpy, signal, sys, threading, time, tracemalloc
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
 tracemalloc.start(6)
 path, busiest = sys.argv.pop(1), [0, None]
 def sample():
