@@ -19,8 +19,8 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -144,24 +144,26 @@ def run(args: argparse.Namespace) -> dict:
         if args.keep_log:
             Path(args.keep_log).write_text(log)
         if args.tracemalloc:
-            result["helper"]["stop"] = stop_for_dump(helper, Path(args.tracemalloc))
+            result["helper"]["stop"] = stop_for_dump(lab._processes["helper"])
     finally:
         lab.down()
     return result
 
 
-def stop_for_dump(pid: int, dump: Path, wait: float = 300.0) -> str:
-    """SIGINT (again after 20 s if it still runs): `probe serve` returns, so the tracemalloc
-    wrapper's atexit runs. Says how the helper stopped."""
-    os.kill(pid, signal.SIGINT)
-    start, second = time.monotonic(), False
-    while time.monotonic() - start < wait and not dump.exists():
-        if not second and time.monotonic() - start > 20 and Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGINT)
-            second = True
-        time.sleep(0.2)
-    how = "after a second SIGINT" if second else "after one SIGINT"
-    return f"dump written {how}" if dump.exists() else f"no dump ({how})"
+def stop_for_dump(process: subprocess.Popen, wait: float = 300.0) -> str:
+    """SIGINT (again after 20 s if it still runs): `probe serve` returns and the tracemalloc
+    wrapper's atexit writes its file before the process exits. Says how the helper stopped."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+        return "stopped after one SIGINT"
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=wait)
+        return "stopped after a second SIGINT"
+    except subprocess.TimeoutExpired:
+        return "did not stop"
 
 
 def main() -> None:
