@@ -141,3 +141,19 @@ def _wait_port(log: Path, proc: subprocess.Popen, tries: int = 200) -> int:
             raise AssertionError(f"probe serve exited: {log.read_text()[-2000:]}")
         subprocess.run(["sleep", "0.05"], check=True)
     raise AssertionError("probe serve did not say where it listens")
+
+
+async def test_bulk_survives_a_client_that_resets_before_the_headers(monkeypatch) -> None:
+    """A reset before the answer's headers go out is a normal end of a flow, not a handler
+    failure with a traceback (seen under load in bench/helper_load.py)."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from probe.server.bulk import handle_bulk
+
+    async def reset(self, request):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(web.StreamResponse, "prepare", reset)
+    response = await handle_bulk(make_mocked_request("GET", "/bulk?bytes=1000"))
+    assert response.content_length == 1000

@@ -35,14 +35,14 @@ async def handle_bulk(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
     )
     response.content_length = total
-    await response.prepare(request)
     left = total
-    try:
+    try:  # a client may reset before the headers are out, or at any write: a normal end
+        await response.prepare(request)
         while left > 0:
             n = min(left, CHUNK)
             await response.write(_RANDOM[:n])
             left -= n
         await response.write_eof()
     except ConnectionError:
-        pass  # the client read what it wanted and closed: the normal end of a capped flow
+        pass  # the client read what it wanted (or gave up) and closed
     return response
