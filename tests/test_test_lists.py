@@ -95,7 +95,7 @@ def test_a_run_warns_about_skipped_rows_and_strict_refuses_them(tmp_path, capsys
         assert len(err) == options.WARNINGS_SHOWN + 1
         assert err[-1] == ("probe: 1 targets; 25 rows skipped (cannot be measured, 5 not shown;"
                            " --strict refuses them)")
-        ctx.meta["probe.strict_lists"] = True
+        ctx.meta[options._STRICT] = True
         with pytest.raises(SystemExit) as exit_:
             options.load_targets_or_exit((path,))
         assert exit_.value.code == 2

@@ -179,22 +179,25 @@ def measurement_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def targets_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--strict", is_flag=True, expose_value=False, callback=_remember_strict,
+    """--targets, and --strict (kept in the context for `load_targets_or_exit`: the commands
+    never see it)."""
+    @functools.wraps(command)
+    def with_strict(*args: Any, strict: bool, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_STRICT] = strict
+        return command(*args, **kwargs)
+
+    with_strict = click.option(
+        "--strict", is_flag=True,
         help="Refuse a list with a row that cannot be measured (default: skip it, warning).",
-    )(command)
+    )(with_strict)
     return click.option(
         "--targets", "target_files", multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Target list (YAML or Citizen Lab CSV); repeatable. Default: the shipped lists.",
-    )(command)
+    )(with_strict)
 
 
-def _remember_strict(ctx: click.Context, _: click.Parameter, value: bool) -> bool:
-    ctx.meta["probe.strict_lists"] = value  # read by load_targets_or_exit, within the command
-    return value
-
-
+_STRICT = "probe.strict_lists"
 WARNINGS_SHOWN = 20  # skipped rows named on stderr; the summary line counts them all
 
 
@@ -204,7 +207,7 @@ def load_targets_or_exit(files: tuple[Path, ...]) -> TargetFiles:
     that cannot be measured: a warning and a summary line, or (--strict) that error."""
     from probe.targets import RowError, TargetFileError, default_target_files, open_targets
 
-    strict = click.get_current_context().meta.get("probe.strict_lists", False)
+    strict = click.get_current_context().meta.get(_STRICT, False)
     shown = 0
 
     def warn(error: RowError) -> None:
