@@ -17,7 +17,8 @@ from test_server import lab_running
 from probe.cli import options
 from probe.cli.main import main
 from probe.measure import dns as dnsmeasure
-from probe.model import Settings
+from probe.model import Settings, Vantage
+from probe.results.ooni import new_report_id, to_ooni
 from probe.runner import RunPlan, measure_target
 from probe.targets import CSV_HEADER, RowError, TargetFileError, iter_targets, load_targets
 
@@ -93,7 +94,7 @@ def test_a_run_warns_about_skipped_rows_and_strict_refuses_them(tmp_path, capsys
         assert err[0] == f"warning: {path}:3: URL 'ftp://bad0.example/' must start with " \
                          "http:// or https:// (skipped)"
         assert len(err) == options.WARNINGS_SHOWN + 1
-        assert err[-1] == ("probe: 1 targets; 25 rows skipped (cannot be measured, 5 not shown;"
+        assert err[-1] == ("probe: 1 targets to measure; 25 rows skipped (cannot be measured, 5 not shown;"
                            " --strict refuses them)")
         ctx.meta[options._STRICT] = True
         with pytest.raises(SystemExit) as exit_:
@@ -115,10 +116,10 @@ def test_targets_check_reports_per_file_bounded(tmp_path):
     result = invoke("targets", "check", str(LISTS / "pk.csv"), str(bad), str(LEGEND))
     assert result.exit_code == 2
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{LISTS / 'pk.csv'}: 669 targets (1 duplicates dropped), 0 rows skipped"
+    assert lines[0] == f"{LISTS / 'pk.csv'}: 669 targets (1 duplicate dropped), 0 rows skipped"
     assert lines[1] == f"{bad}: 2 targets, 14 rows skipped"
     assert lines[2] == f"  {bad}:4: URL 'ftp://bad0.example/' must start with http:// or https://"
-    assert lines[12:] == ["  ... and 4 more", "3 files: 671 targets, 14 rows skipped, 1 files refused"]
+    assert lines[12:] == ["  ... and 4 more", "3 files: 671 targets, 14 rows skipped, 1 file refused"]
     assert result.stderr.splitlines() == [f"error: {LEGEND}:1: wrong header, want: "
                                           + ",".join(CSV_HEADER)]
     assert invoke("targets", "check", str(LISTS / "pk.csv")).exit_code == 0
@@ -190,6 +191,8 @@ async def test_an_ip_literal_url_is_measured_without_dns(tmp_path, unasked_resol
     assert [(h.address, h.status) for h in m.probe.http] == [("127.0.0.1", 200)]
     assert m.control.http and m.control.http[0].status == 200  # the helper fetched it too
     assert m.verdict.verdict == "accessible", m.verdict
+    record = to_ooni(m, new_report_id(Vantage()), Vantage())  # stored as any other target
+    assert (record["input"], record["test_keys"]["queries"]) == (m.target.url, [])
 
 
 async def test_no_dns_evidence_never_becomes_a_dns_verdict(tmp_path, unasked_resolver):

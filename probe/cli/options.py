@@ -223,6 +223,7 @@ def load_targets_or_exit(files: tuple[Path, ...]) -> TargetFiles:
         raise SystemExit(2) from None
     if targets.skipped:
         more = f", {targets.skipped - WARNINGS_SHOWN} not shown" if shown > WARNINGS_SHOWN else ""
-        click.echo(f"probe: {len(targets)} targets; {targets.skipped} rows skipped (cannot be "
+        rows = "1 row" if targets.skipped == 1 else f"{targets.skipped} rows"
+        click.echo(f"probe: {len(targets)} targets to measure; {rows} skipped (cannot be "
                    f"measured{more}; --strict refuses them)", err=True)
     return targets

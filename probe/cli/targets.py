@@ -38,10 +38,14 @@ def check(files: tuple[Path, ...], strict: bool) -> None:
             continue
         found, skipped = found + tally.targets, skipped + tally.skipped
     if len(files) > 1:
-        click.echo(f"{len(files)} files: {found} targets, {skipped} rows skipped, "
-                   f"{refused} files refused")
+        click.echo(f"{count(len(files), 'file')}: {count(found, 'target')}, "
+                   f"{count(skipped, 'row')} skipped, {count(refused, 'file')} refused")
     if refused:
         raise SystemExit(2)
+
+
+def count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _check_file(path: Path, strict: bool) -> FileTally:
@@ -56,8 +60,9 @@ def _check_file(path: Path, strict: bool) -> FileTally:
     for _ in iter_targets([path], None if strict else skip, tallies.append):
         pass
     tally = tallies[0]
-    duplicates = f" ({tally.duplicates} duplicates dropped)" if tally.duplicates else ""
-    click.echo(f"{path}: {tally.targets} targets{duplicates}, {tally.skipped} rows skipped")
+    duplicates = f" ({count(tally.duplicates, 'duplicate')} dropped)" if tally.duplicates else ""
+    click.echo(f"{path}: {count(tally.targets, 'target')}{duplicates}, "
+               f"{count(tally.skipped, 'row')} skipped")
     for row in rows:
         click.echo(f"  {row.path}:{row.line}: {row.message}")
     if tally.skipped > len(rows):
