@@ -27,7 +27,7 @@ file is an error (a typo, most likely); in a CSV (public lists repeat themselves
 files the first occurrence wins and later ones are dropped.
 
 Lists are streamed, never held: `check_targets` reads every file once keeping nothing but the
-domains seen (in a temporary SQLite file) and the first error, then `iter_targets` reads them
+URLs seen (in a temporary SQLite file) and the first error, then `iter_targets` reads them
 again target by target. A 1 M-row list loads in the memory of a 1 k-row one.
 """
 
@@ -116,15 +116,10 @@ def open_targets(paths: Iterable[Path | str], strict: bool = False,
     """Validates the files (one streaming pass, nothing kept); raises TargetFileError. Rows
     that cannot be measured go to `on_skip` (or raise, if `strict`)."""
     paths = tuple(map(Path, paths))
-    skipped = 0
-
-    def skip(error: RowError) -> None:
-        nonlocal skipped
-        skipped += 1
-        (on_skip or _ignore)(error)
-
-    count = sum(1 for _ in iter_targets(paths, None if strict else skip))
-    return TargetFiles(paths, count, skipped)
+    tallies: list[FileTally] = []  # one per file
+    count = sum(1 for _ in iter_targets(paths, None if strict else on_skip or _ignore,
+                                        tallies.append))
+    return TargetFiles(paths, count, sum(t.skipped for t in tallies))
 
 
 def check_targets(paths: Iterable[Path | str], strict: bool = False) -> int:
