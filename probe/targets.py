@@ -154,7 +154,8 @@ def iter_targets(paths: Iterable[Path | str], on_skip: OnSkip | None = None,
                 else:
                     tally.duplicates += 1  # still a target: the file is not empty
             if tally.targets + tally.duplicates == 0:
-                why = f" ({tally.skipped} rows skipped)" if tally.skipped else ""
+                rows = "1 row" if tally.skipped == 1 else f"{tally.skipped} rows"
+                why = f" ({rows} skipped)" if tally.skipped else ""
                 raise TargetFileError(path, 1, "no targets" + why)
             if on_file:
                 on_file(tally)
