@@ -53,6 +53,7 @@ KEYS: tuple[Key, ...] = (
     Key("vantage", "asn", "probe_asn", "string"),
     Key("vantage", "country", "probe_cc", "string"),
     Key("run", "targets", "target_files", "list of paths", ("run", "daemon")),
+    Key("run", "strict_lists", "strict", "boolean", ("run", "daemon")),
     Key("run", "out", "out_dir", "path"),
     Key("run", "concurrency", "concurrency", "integer", ("run", "daemon")),
     Key("run", "timeout", "timeout", "float"),

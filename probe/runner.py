@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from probe import failures
 from probe import verdict as judging
+from probe.addresses import is_ip
 from probe.helper_api import HelperRequest
 from probe.measure import dns, helper, http, ooni_th, tcp, tls
 from probe.measure.classify import cause
@@ -141,10 +142,19 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
     return result.evidence
 
 
-async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
+async def _dns_step(target: Target, plan: RunPlan, settings: Settings):
+    """The answers, the AAAA task (None: no query) and the addresses to measure. An address in
+    the URL is used as it is: no query, so no DNS evidence (and no DNS verdict)."""
+    host = _host(target)
+    if is_ip(host):
+        return (), None, (host,)
     answers, aaaa = await _resolve(target, plan, settings)
-    addresses = _addresses(answers, plan.max_addresses)
-    system_addresses = answers[0].addresses
+    return answers, aaaa, _addresses(answers, plan.max_addresses)
+
+
+async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
+    answers, aaaa, addresses = await _dns_step(target, plan, settings)
+    system_addresses = answers[0].addresses if answers else addresses
     helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
     per_address = await asyncio.gather(
         *(_per_address(a, target, plan, settings) for a in addresses)
@@ -153,7 +163,7 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
     fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
     probe = Evidence(
         dns=answers,
-        dns_aaaa=(await aaaa,),
+        dns_aaaa=(await aaaa,) if aaaa else (),
         tcp=tuple(connect for connect, _ in per_address),
         tls=tuple(hs for _, handshakes in per_address for hs in handshakes),
         http=(fetch,),

@@ -1,13 +1,24 @@
-"""Target lists: the shipped lists load, good files parse, each invalid file names FILE:LINE."""
+"""Target lists: the shipped lists load, good files parse, each invalid file names FILE:LINE
+(a CSV row that cannot be measured: skipped with a warning, or that error when strict)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from probe.targets import TargetFileError, default_target_files, load_targets, parse_domain
+from probe.targets import (
+    CSV_HEADER,
+    RowError,
+    TargetFileError,
+    default_target_files,
+    iter_targets,
+    load_targets,
+    open_targets,
+    parse_domain,
+)
 
 INVALID = Path(__file__).parent / "invalid"
 # file -> (line named in the error, a word of the message)
@@ -16,7 +27,7 @@ EXPECTED = {
     "invalid-bad-domain.yaml": (3, "invalid domain"),
     "invalid-category.yaml": (1, "invalid category"),
     "invalid-domain-not-string.yaml": (3, "string"),
-    "invalid-duplicate.yaml": (4, "duplicate domain twitter.com"),
+    "invalid-duplicate.yaml": (4, "duplicate URL https://twitter.com/"),
     "invalid-empty.yaml": (1, "no targets"),
     "invalid-missing-domain.yaml": (4, "missing key 'domain'"),
     "invalid-no-targets-key.yaml": (1, "missing key 'targets'"),
@@ -32,6 +43,8 @@ EXPECTED = {
     "invalid-unterminated-quote.csv": (3, "fields"),
     "invalid-url-no-scheme.csv": (3, "navalny.com"),
 }
+ROW_ERRORS = {"invalid-field-count.csv", "invalid-unterminated-quote.csv",
+              "invalid-url-no-scheme.csv"}  # the other rows of these files are good
 
 
 def test_every_invalid_file_has_an_expectation():
@@ -43,12 +56,31 @@ def test_invalid_file(name):
     line, words = EXPECTED[name]
     path = INVALID / name
     with pytest.raises(TargetFileError) as err:
-        load_targets([default_target_files()[0], path])  # nothing loads if one file is bad
+        load_targets([default_target_files()[0], path], strict=True)  # nothing loads
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"{path}:{line}: "), message
     assert words in message
     assert (err.value.path, err.value.line) == (str(path), line)
+    assert isinstance(err.value, RowError) == (name in ROW_ERRORS)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_ERRORS))
+def test_a_row_that_cannot_be_measured_is_skipped_with_its_error(name):
+    path = INVALID / name
+    skipped: list[RowError] = []
+    files = open_targets([path], on_skip=skipped.append)
+    assert (files.count, files.skipped) == (1, 1)
+    assert [(e.line, e.path) for e in skipped] == [(EXPECTED[name][0], str(path))]
+    assert EXPECTED[name][1] in str(skipped[0])
+    assert [t.domain for t in files] == ["twitter.com"]  # the second pass skips it silently
+
+
+def test_a_file_of_rows_that_cannot_be_measured_has_no_targets(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(",".join(CSV_HEADER) + "\nftp://a.com/,GRP,,,,\nhttps://a b.com/,GRP,,,,\n")
+    with pytest.raises(TargetFileError, match=r"bad\.csv:1: no targets \(2 rows skipped\)"):
+        open_targets([path])
 
 
 def test_missing_file(tmp_path):
@@ -103,19 +135,48 @@ def test_bare_list_yaml(tmp_path):
     assert [t.domain for t in load_targets([path])] == ["t.co", "rt.com"]
 
 
-def test_citizenlab_csv_merges_duplicates(tmp_path):
+def test_citizenlab_csv_merges_duplicate_urls_not_domains(tmp_path):
     path = tmp_path / "ru.csv"
     path.write_text(
         "url,category_code,category_description,date_added,source,notes\n"
         "https://navalny.com/,POLR,Political Criticism,2017-04-12,citizenlab,\n"
         "http://navalny.com/,POLR,Political Criticism,2017-04-12,citizenlab,\n"
-        '"https://fbk.info/",POLR,Political Criticism,2017-04-12,citizenlab,"a, note"\n'
+        "https://navalny.com/,NEWS,News Media,2018-04-12,citizenlab,\n"
+        '"https://fbk.info/",POLR,Political Criticism,2017-04-12,citizenlab,"a,\nnote"\n'
+        "https://fbk.info./,POLR,Political Criticism,2017-04-12,citizenlab,\n"
     )
-    targets = load_targets([path])
+    tallies = []
+    targets = list(iter_targets([path], on_file=tallies.append))
     assert [(t.domain, t.url, t.category, t.source) for t in targets] == [
         ("navalny.com", "https://navalny.com/", "POLR", "ru.csv:2"),
-        ("fbk.info", "https://fbk.info/", "POLR", "ru.csv:4"),
+        ("navalny.com", "http://navalny.com/", "POLR", "ru.csv:3"),
+        ("fbk.info", "https://fbk.info/", "POLR", "ru.csv:5"),  # a row over two lines
     ]
+    assert (tallies[0].targets, tallies[0].duplicates, tallies[0].skipped) == (3, 2, 0)
+
+
+@pytest.mark.parametrize(("url", "want_url", "domain"), [
+    ("http://www.kproxy.com./", "http://www.kproxy.com/", "www.kproxy.com"),
+    ("https://u@Www.Kproxy.com.:8443/a.b./?q=c.", "https://u@Www.Kproxy.com:8443/a.b./?q=c.",
+     "www.kproxy.com"),
+    ("https://1.1.1.1/dns-query?dns=q80", "https://1.1.1.1/dns-query?dns=q80", "1.1.1.1"),
+    ("http://[2001:DB8:0::1]:8080/", "http://[2001:DB8:0::1]:8080/", "2001:db8::1"),
+])
+def test_csv_hosts_with_a_trailing_dot_or_an_address(tmp_path, url, want_url, domain):
+    path = tmp_path / "l.csv"
+    path.write_text(",".join(CSV_HEADER) + f"\n{url},GRP,,,,\n")
+    (target,) = load_targets([path], strict=True)
+    assert (target.url, target.domain) == (want_url, domain)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://[fe80::1%25eth0]/", "invalid domain"), ("http://[::1/", "Invalid IPv6 URL"),
+    ("http://1.2.3/", "address, not a name"), ("https://a..com./", "invalid domain")])
+def test_csv_hosts_refused(tmp_path, url, reason):
+    path = tmp_path / "l.csv"
+    path.write_text(",".join(CSV_HEADER) + f"\n{url},GRP,,,,\n")
+    with pytest.raises(RowError, match=r"l\.csv:2: .*" + re.escape(reason)):
+        load_targets([path], strict=True)
 
 
 def test_first_file_wins_across_files(tmp_path):
@@ -131,6 +192,10 @@ def test_first_file_wins_across_files(tmp_path):
 def test_parse_domain_rejects(text):
     with pytest.raises(ValueError):
         parse_domain(text)
+
+
+def test_parse_domain_drops_a_trailing_dot():
+    assert parse_domain("WWW.kproxy.com.") == "www.kproxy.com"
 
 
 def test_parse_domain_accepts_idn():

@@ -26,8 +26,9 @@ def _register() -> None:
     from probe.cli.measure import check, run
     from probe.cli.results import results
     from probe.cli.serve import serve
+    from probe.cli.targets import targets
 
-    for command in (run, check, results, serve, daemon, lab, config):
+    for command in (run, check, results, serve, daemon, lab, config, targets):
         main.add_command(command)
 
 

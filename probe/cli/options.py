@@ -179,20 +179,51 @@ def measurement_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def targets_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--targets, and --strict (kept in the context for `load_targets_or_exit`: the commands
+    never see it)."""
+    @functools.wraps(command)
+    def with_strict(*args: Any, strict: bool, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_STRICT] = strict
+        return command(*args, **kwargs)
+
+    with_strict = click.option(
+        "--strict", is_flag=True,
+        help="Refuse a list with a row that cannot be measured (default: skip it, warning).",
+    )(with_strict)
     return click.option(
         "--targets", "target_files", multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Target list (YAML or Citizen Lab CSV); repeatable. Default: the shipped lists.",
-    )(command)
+    )(with_strict)
+
+
+_STRICT = "probe.strict_lists"
+WARNINGS_SHOWN = 20  # skipped rows named on stderr; the summary line counts them all
 
 
 def load_targets_or_exit(files: tuple[Path, ...]) -> TargetFiles:
     """The target files, validated in one streaming pass (nothing kept): they are read again
-    target by target as the run goes. A bad file: one line, exit 2, nothing measured."""
-    from probe.targets import TargetFileError, default_target_files, open_targets
+    target by target as the run goes. A bad file: one line, exit 2, nothing measured. A row
+    that cannot be measured: a warning and a summary line, or (--strict) that error."""
+    from probe.targets import RowError, TargetFileError, default_target_files, open_targets
+
+    strict = click.get_current_context().meta.get(_STRICT, False)
+    shown = 0
+
+    def warn(error: RowError) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= WARNINGS_SHOWN:
+            click.echo(f"warning: {error} (skipped)", err=True)
 
     try:
-        return open_targets(list(files) or default_target_files())
+        targets = open_targets(list(files) or default_target_files(), strict, warn)
     except TargetFileError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    if targets.skipped:
+        more = f", {targets.skipped - WARNINGS_SHOWN} not shown" if shown > WARNINGS_SHOWN else ""
+        rows = "1 row" if targets.skipped == 1 else f"{targets.skipped} rows"
+        click.echo(f"probe: {len(targets)} targets to measure; {rows} skipped (cannot be "
+                   f"measured{more}; --strict refuses them)", err=True)
+    return targets

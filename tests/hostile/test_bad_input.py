@@ -62,9 +62,9 @@ TargetArgs = Callable[[Path], list[str]]
 RUN_CASES: list[tuple[str, TargetArgs, str]] = [
     ("yaml url port 99999", lambda p: ["--targets", _file(p, "t.yaml", GOOD + (
         "  - domain: bad.test\n    url: https://bad.test:99999/\n"))], "t.yaml:5: "),
-    ("csv url port 99999", lambda p: ["--targets", _file(p, "t.csv", _csv(
+    ("csv url port 99999", lambda p: ["--strict", "--targets", _file(p, "t.csv", _csv(
         "https://a.test/,NEWS,,,,\nhttps://b.test:99999/,NEWS,,,,\n"))], "t.csv:3: "),
-    ("csv url port 0", lambda p: ["--targets", _file(p, "t.csv", _csv(
+    ("csv url port 0", lambda p: ["--strict", "--targets", _file(p, "t.csv", _csv(
         "https://b.test:0/,NEWS,,,,\n"))], "t.csv:2: "),
     ("url with a space", lambda p: ["--targets", _file(p, "t.yaml", GOOD + (
         "  - {domain: c.test, url: 'https://c.test/a b'}\n"))], "t.yaml:4: "),
@@ -83,9 +83,13 @@ RUN_CASES: list[tuple[str, TargetArgs, str]] = [
         "targets:\n  - domain: " + "[" * 5000 + "]" * 5000 + "\n"))], "t.yaml:2: domain must"),
     ("two yaml documents", lambda p: ["--targets", _file(p, "t.yaml", GOOD + "---\n" + GOOD)],
      "t.yaml:4: more than one"),
-    ("bad row after a good file", lambda p: ["--targets", _file(p, "a.yaml", GOOD), "--targets",
+    # a CSV row that cannot be measured is a warning; --strict makes it the error
+    ("bad row after a good file", lambda p: ["--strict", "--targets", _file(p, "a.yaml", GOOD),
+                                             "--targets",
                                              _file(p, "b.csv", _csv("ftp://x.test/,NEWS,,,,\n"))],
      "b.csv:2: "),
+    ("csv of rows that cannot be measured", lambda p: ["--targets", _file(p, "b.csv", _csv(
+        "ftp://x.test/,NEWS,,,,\n"))], "b.csv:1: no targets (1 row skipped)"),
     ("ca-file not PEM", lambda p: ["--targets", _file(p, "t.yaml", GOOD), "--ca-file",
                                    _file(p, "ca.pem", "not a certificate\n")], "--ca-file"),
     ("pushgateway not a URL", lambda p: ["--targets", _file(p, "t.yaml", GOOD), "--pushgateway",
