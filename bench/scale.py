@@ -327,6 +327,9 @@ def run_probe(lab: ScaleLab, concurrency: int, profile: str | None,
     return result
 
 
+_TYPED = {"queries": "dns", "tcp_connect": "tcp", "tls_handshakes": "tls", "requests": "http"}
+
+
 def breakdown(out: Path) -> dict[str, Any]:
     """What the probe (and the helper for it) did, summed over the stored records."""
     sums = {key: 0 for key in ("queries", "tcp_connect", "tls_handshakes", "requests")}
@@ -339,9 +342,10 @@ def breakdown(out: Path) -> dict[str, Any]:
             records += 1
             helper_requests += keys["control_source"] == "helper"
             verdicts[keys["verdict"]] = verdicts.get(keys["verdict"], 0) + 1
-            for key in sums:
+            control = keys["evidence"]["control"]  # the typed record: the helper's own view
+            for key, typed in _TYPED.items():
                 sums[key] += len(keys[key])
-                helper[f"ctl_{key}"] += len(keys["control"][key])
+                helper[f"ctl_{key}"] += len(control[typed])
     return {"records": records, "helper_requests": helper_requests, "verdicts": verdicts,
             **sums, **helper}
 
