@@ -13,6 +13,7 @@ from aiohttp.abc import AbstractResolver
 
 from probe import failures
 from probe.measure import blockpages, http
+from probe.measure.http_connect import PinnedResolver
 from probe.model import HttpRequest, Settings
 
 
@@ -185,7 +186,7 @@ class _NoNames(AbstractResolver):
 async def test_redirect_to_another_name_uses_the_given_resolver(
     pki: ts.Pki, app: ts.WebServer
 ) -> None:
-    names = http.PinnedResolver(ts.NAMES[1], ts.HOST, _NoNames())
+    names = PinnedResolver(ts.NAMES[1], ts.HOST, _NoNames())
     r = await http.measure(pinned(app, "/elsewhere"), settings(pki), resolver=names)
     assert (r.failure, r.status) == (None, 200)
     assert r.final_url == app.url("/", host=ts.NAMES[1])

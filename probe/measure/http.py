@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import errno
 import html
-import ipaddress
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -25,12 +22,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from probe import failures
 from probe.measure import blockpages
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.http_connect import ConnectGuard, PinnedResolver
 from probe.measure.tlsctx import client_context
 from probe.model import HttpRequest, HttpResult, HttpTimings, Settings
 
@@ -88,7 +86,7 @@ async def measure(
     trace, got = _Trace(start=time.monotonic()), _Got()
     failure = cause = None
     token = _CURRENT_TRACE.set(trace)
-    guard = _ConnectGuard(allowed)
+    guard = ConnectGuard(allowed)
     try:
         async with asyncio.timeout(_PHASES * settings.timeout):
             await _fetch(
@@ -135,7 +133,7 @@ _TIMINGS = ("connect", "tls", "first_byte", "transfer")
 
 async def _fetch(
     request: HttpRequest, settings: Settings, trace: _Trace, got: _Got, names: AbstractResolver,
-    guard: _ConnectGuard,
+    guard: ConnectGuard,
 ) -> None:
     # aiohttp speaks HTTP/1.1 only
     ctx = client_context(settings.ca_file, alpn=("http/1.1",), sslobject_class=_TimedSSLObject)
@@ -164,40 +162,6 @@ async def _fetch(
         hops = (blockpages.match(h.status, h.headers.items(), "", None) for h in resp.history)
         got.blockpage = next((b for b in hops if b), None)
         await _read_body(resp.content, settings.body_limit, got)
-
-
-REFUSED = "connection refused by the probe: a redirect into its own loopback"
-
-
-class _ConnectGuard:
-    """Checks each address right before its socket connects. The probe's own rule: once the
-    first connection went to a non-local address, a redirect into loopback (or the unspecified
-    address, which reaches it too) is refused: a hostile target would otherwise be judged
-    accessible through a service of the volunteer's own machine. Tests and the lab use
-    loopback origins, so a first hop to loopback keeps loopback allowed."""
-
-    def __init__(self, allowed: Callable[[str], bool] | None) -> None:
-        self._allowed = allowed
-        self._local_first: bool | None = None
-
-    def socket(self, addr_info: Any) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        address = str(sockaddr[0])
-        local = _is_local(address)
-        if self._local_first is None:
-            self._local_first = local
-        if local and not self._local_first:
-            raise OSError(errno.EACCES, REFUSED)
-        if self._allowed is not None and not self._allowed(address):
-            raise OSError(errno.EACCES, "address not permitted by the caller's policy")
-        return socket.socket(family=family, type=type_, proto=proto)
-
-
-def _is_local(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_unspecified
 
 
 async def _read_body(content: aiohttp.StreamReader, limit: int, got: _Got) -> None:
@@ -249,42 +213,6 @@ def _trace_config(trace: _Trace) -> aiohttp.TraceConfig:
     config.on_request_redirect.append(hook(lambda: trace.mark("first_byte")))
     config.on_request_end.append(hook(lambda: trace.mark("first_byte")))
     return config
-
-
-class PinnedResolver(AbstractResolver):
-    """Answers `address` for `host`, like curl --resolve; other names go to `fallback`.
-
-    The URL's host still gives the TLS SNI and the Host header; only the address is pinned.
-    """
-
-    def __init__(self, host: str, address: str, fallback: AbstractResolver) -> None:
-        self._host = _normal(host)
-        self._address = address
-        self._fallback = fallback
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if _normal(host) != self._host:
-            return await self._fallback.resolve(host, port, family)
-        pinned_family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
-        return [
-            ResolveResult(
-                hostname=host,
-                host=self._address,
-                port=port,
-                family=pinned_family,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass  # the fallback belongs to whoever passed it
-
-
-def _normal(host: str) -> str:
-    return host.lower().rstrip(".")
 
 
 def _operation(failure: str | None, stage: str) -> str | None:

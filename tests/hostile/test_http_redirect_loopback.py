@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from probe.measure import http
+from probe.measure.http_connect import ConnectGuard
 
 OUTSIDE = "10.99.0.1"  # exists only inside the test's own namespace
 SECRET = "SECRET-c41d"
@@ -48,7 +49,7 @@ GUARD_CASES = [  # (first address, then, allowed)
 @pytest.mark.parametrize(("first", "then", "allowed"), GUARD_CASES)
 def test_connect_guard(first: str, then: str, allowed: bool, hostile) -> None:
     """Sockets are made, never connected: nothing is sent."""
-    guard = http._ConnectGuard(None)
+    guard = ConnectGuard(None)
     with hostile.case(f"probe redirect guard: {first} -> {then}"):
         guard.socket(_info(first)).close()
         if allowed:
