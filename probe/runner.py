@@ -24,7 +24,7 @@ from probe import failures
 from probe import verdict as judging
 from probe.addresses import is_ip
 from probe.helper_api import HelperRequest
-from probe.measure import dns, helper, http, ooni_th, tcp, tls
+from probe.measure import dns, helper, http, ooni_th, shared, tcp, tls
 from probe.measure.classify import cause
 from probe.model import (
     DnsQuery,
@@ -262,6 +262,13 @@ async def run_targets(
     saw, before `on_result` sees a target measured with them, so the caller can scrub them.
     An exception from `on_result` (e.g. the disk is full) stops the run: it is raised here.
     """
+    async with shared.scope():  # the run's control channels (DoH, helper) are kept open
+        return await _run_all(targets, plan, on_result, client_ips, collect)
+
+
+async def _run_all(targets: Iterable[Target], plan: RunPlan,
+                   on_result: Callable[[TargetMeasurement], None] | None,
+                   client_ips: set[str] | None, collect: bool) -> list[TargetMeasurement]:
     state = _RunState(client_ips=client_ips if client_ips is not None else set())
     pending = iter(enumerate(targets))
     running: dict[asyncio.Task[TargetMeasurement], int] = {}

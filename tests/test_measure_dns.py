@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -255,3 +256,25 @@ def test_system_resolver_inside_ip_netns_exec():
         shutil.rmtree(etc, ignore_errors=True)
     assert (result["failure"], result["addresses"]) == (None, ["192.0.2.44"])
     assert (result["resolver"], result["resolver_kind"]) == ("udp://127.0.0.1:53", "system")
+
+
+async def test_doh_queries_of_a_run_share_one_client(server):
+    """Inside a run's scope every DoH query to one resolver goes through one client (one TLS
+    connection kept open); the scope closes it; outside a scope each query makes its own."""
+    from probe.measure import shared
+
+    server.zone["ok.test"] = Rule.answer("192.0.2.1")
+    assert shared.doh_client(server.https_url, server.ca_file) is None
+    async with shared.scope():
+        client = shared.doh_client(server.https_url, server.ca_file)
+        assert client is not None and shared.doh_client(server.https_url, server.ca_file) is client
+        for _ in range(5):  # one after another: the same connection every time
+            result = await dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
+            assert result.addresses == ("192.0.2.1",)
+        assert len(client._transport._pool.connections) == 1  # httpx's pool
+        results = await asyncio.gather(*(  # at once (HTTP/1.1 here): a few, not one per query
+            dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
+            for _ in range(8)))
+        assert all(r.addresses == ("192.0.2.1",) for r in results)
+        assert len(client._transport._pool.connections) < 8
+    assert client.is_closed

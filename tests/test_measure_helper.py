@@ -39,6 +39,26 @@ async def test_measure_against_the_helper() -> None:
     assert evidence.http[0].title == TITLE
 
 
+async def test_requests_of_a_run_share_one_kept_alive_connection() -> None:
+    """Inside a run's scope the helper client keeps one session: requests one after another
+    reuse its connection (no TLS handshake with the helper per target)."""
+    from probe.measure import shared
+
+    async with lab_running() as lab, shared.scope():
+        settings = Settings(timeout=2.0, ca_file=lab.ca_file)
+        for _ in range(3):
+            result = await helper.measure(_request(lab), settings, lab.helper_url)
+            assert (result.failure, result.status) == (None, 200)
+        session = shared.helper_session(lab.ca_file, helper._TRACE)
+        assert session is not None and len(session.connector._conns) == 1
+        assert sum(len(c) for c in session.connector._conns.values()) == 1
+    assert session.closed
+    # a failure still names its operation through the shared session's trace
+    async with shared.scope():
+        refused = await helper.measure(_request(lab), settings, lab.helper_url)
+    assert (refused.failure, refused.operation) == (failures.CONNECTION_REFUSED, failures.CONNECT)
+
+
 async def test_token_sent_and_refusal_is_data() -> None:
     async with lab_running(token="tok") as lab:
         settings = Settings(timeout=2.0, ca_file=lab.ca_file)

@@ -24,7 +24,7 @@ import dns.resolver
 
 from probe import failures
 from probe.addresses import is_ip
-from probe.measure import ooni_fingerprints
+from probe.measure import ooni_fingerprints, shared
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
 from probe.measure.tlsctx import client_context
 from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
@@ -158,8 +158,10 @@ async def _exchange(
             server_hostname=resolver.host,
         )
     else:
-        answer = await dns.asyncquery.https(
-            message, resolver.url, timeout=settings.timeout, verify=client_context(settings.ca_file)
+        answer = await dns.asyncquery.https(  # the run's client, if any: one TLS connection
+            message, resolver.url, timeout=settings.timeout,
+            verify=client_context(settings.ca_file),
+            client=shared.doh_client(resolver.url, settings.ca_file),
         )
     source = _endpoint((resolver.host, resolver.port))
     return (_response(answer, time.monotonic() - sent, source),)

@@ -9,14 +9,18 @@ unreachable, refusing or confused helper is data: `failure` and `operation` are 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from probe import failures
 from probe.helper_api import API_PATH, MAX_ANSWER, HelperRequest, decode_answer, encode_request
+from probe.measure import shared
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
 from probe.measure.tlsctx import client_context
 from probe.model import Evidence, Observation, Settings
@@ -43,23 +47,25 @@ def api_url(helper_url: str) -> str:
 
 
 class _Phase:
-    """Which operation a failure belongs to, learned from aiohttp's trace hooks."""
+    """Which operation a failure belongs to, learned from aiohttp's trace hooks (the request's
+    `trace_request_ctx`, so that one session can serve many requests)."""
 
     def __init__(self) -> None:
         self.sent = False
-
-    def trace(self) -> aiohttp.TraceConfig:
-        config = aiohttp.TraceConfig()
-        config.on_request_headers_sent.append(self._on_sent)
-        return config
-
-    async def _on_sent(self, *_args: object) -> None:
-        self.sent = True
 
     def operation(self, failure: str) -> str:
         if self.sent:
             return failures.HTTP_ROUND_TRIP
         return failures.TLS_HANDSHAKE if failure.startswith("ssl_") else failures.CONNECT
+
+
+async def _on_sent(_session: object, ctx: Any, _params: object) -> None:
+    if isinstance(ctx.trace_request_ctx, _Phase):
+        ctx.trace_request_ctx.sent = True
+
+
+_TRACE = aiohttp.TraceConfig()
+_TRACE.on_request_headers_sent.append(_on_sent)
 
 
 async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -102,13 +108,13 @@ async def _exchange(
     timeout = aiohttp.ClientTimeout(
         total=settings.timeout * HELPER_PATIENCE, sock_connect=settings.timeout
     )
-    connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1)
+    shared_session = shared.helper_session(settings.ca_file, _TRACE)
     try:
         async with (
-            aiohttp.ClientSession(
-                timeout=timeout, connector=connector, trace_configs=[phase.trace()]
-            ) as session,
-            session.post(api_url(helper_url), json=encode_request(request), headers=headers) as resp,
+            _own_session(settings) if shared_session is None else _borrowed(shared_session)
+            as session,
+            session.post(api_url(helper_url), json=encode_request(request), headers=headers,
+                         timeout=timeout, trace_request_ctx=phase) as resp,
         ):
             status = resp.status
             try:
@@ -121,6 +127,16 @@ async def _exchange(
         failure, cause = failure_and_cause(exc)
         return {"failure": failure, "operation": phase.operation(failure), "cause": cause}
     return _interpret(status, body)
+
+
+def _own_session(settings: Settings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1)
+    return aiohttp.ClientSession(connector=connector, trace_configs=[_TRACE])
+
+
+@contextlib.asynccontextmanager
+async def _borrowed(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.ClientSession]:
+    yield session  # the run's shared session: closed by its scope, not here
 
 
 def _interpret(status: int, body: bytes | None) -> dict:

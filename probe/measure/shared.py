@@ -1,0 +1,85 @@
+"""Connections a run shares where sharing measures nothing: the DoH clients of its control
+resolvers and the session to its helper. A new TLS connection per control query once cost a
+run more handshakes than its measurements made; these are the probe's own trusted channels,
+so reusing them hides nothing. Measurement flows (TCP, TLS, HTTP, throughput to targets) are
+never shared: each is a new flow, as a censor sees it.
+
+A run opens a scope with `async with scope():` (probe.runner does); inside it, `doh_client`
+and `helper_session` return the run's shared client, outside they return None and the caller
+makes a one-off client as before.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import dns.asyncbackend
+
+from probe.measure.tlsctx import client_context
+
+
+@dataclass
+class _Clients:
+    doh: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    helper: dict[str | None, aiohttp.ClientSession] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        for client in self.doh.values():
+            await client.aclose()
+        for session in self.helper.values():
+            await session.close()
+
+
+_CURRENT: contextvars.ContextVar[_Clients | None] = contextvars.ContextVar(
+    "probe_shared_clients", default=None
+)
+
+
+@asynccontextmanager
+async def scope() -> AsyncIterator[None]:
+    """Shared clients for everything measured inside; all closed when the scope ends."""
+    clients = _Clients()
+    token = _CURRENT.set(clients)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+        await clients.close()
+
+
+def doh_client(host: str, ca_file: str | None) -> Any:
+    """The run's httpx client for one DoH server (as dnspython would build it), or None."""
+    clients = _CURRENT.get()
+    if clients is None:
+        return None
+    key = (host, ca_file)
+    if key not in clients.doh:
+        import httpx2  # dnspython's DoH client; present whenever DoH works at all
+
+        verify = client_context(ca_file)
+        transport = dns.asyncbackend.get_default_backend().get_transport_class()(
+            local_address=None, http1=True, http2=True, verify=verify, local_port=0,
+            bootstrap_address=None, resolver=None, family=socket.AF_UNSPEC,
+        )
+        clients.doh[key] = httpx2.AsyncClient(http1=True, http2=True, verify=verify,
+                                              transport=transport)
+    return clients.doh[key]
+
+
+def helper_session(ca_file: str | None, trace: aiohttp.TraceConfig) -> aiohttp.ClientSession | None:
+    """The run's aiohttp session to its helper (keep-alive), or None outside a scope. `trace`
+    is installed once; each request passes its own `trace_request_ctx`."""
+    clients = _CURRENT.get()
+    if clients is None:
+        return None
+    if ca_file not in clients.helper:
+        connector = aiohttp.TCPConnector(ssl=client_context(ca_file), limit=16)
+        clients.helper[ca_file] = aiohttp.ClientSession(connector=connector,
+                                                        trace_configs=[trace])
+    return clients.helper[ca_file]
