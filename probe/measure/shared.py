@@ -79,7 +79,8 @@ def helper_session(ca_file: str | None, trace: aiohttp.TraceConfig) -> aiohttp.C
     if clients is None:
         return None
     if ca_file not in clients.helper:
-        connector = aiohttp.TCPConnector(ssl=client_context(ca_file), limit=16)
+        # no pool limit: the run's concurrency bounds the requests in flight
+        connector = aiohttp.TCPConnector(ssl=client_context(ca_file), limit=0)
         clients.helper[ca_file] = aiohttp.ClientSession(connector=connector,
                                                         trace_configs=[trace])
     return clients.helper[ca_file]
