@@ -477,7 +477,7 @@ async def test_server_health_and_methods(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("raw", [
-    b"not json", b"\xff\xfe", b"[" * 50_00 + b"]" * 50_00,
+    b"not json", b"\xff\xfe", b"[" * 50_00 + b"]" * 50_00, b"1" * 5000,  # int digit limit
     *(json.dumps(b).encode() for b in BAD_REQUESTS[:6]),
     json.dumps({"http_request": "https://example.test/",
                 "http_request_headers": {"X": ["a" * (20 << 10)]}}).encode(),

@@ -222,6 +222,11 @@ async def test_bad_requests_are_400(lab: Lab, body: object) -> None:
     assert lab.dns.udp_queries == 0  # refused before measuring anything
 
 
+async def test_a_bad_field_is_named_in_the_400(lab: Lab) -> None:
+    status, answer = await post(lab, lab.target() | {"port": 0})
+    assert status == 400 and answer["error"].startswith("port:"), answer
+
+
 async def test_body_not_json_is_400(lab: Lab) -> None:
     status, answer = await post(lab, None, raw=b"\xff{not json")
     assert status == 400 and "JSON" in answer["error"]

@@ -18,6 +18,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -92,7 +93,7 @@ STATE = web.AppKey("state", _State)
 SLOW = web.AppKey("slow_clients", _SlowClients)
 
 
-def _error(status: int, message: str) -> web.Response:
+def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
@@ -105,10 +106,10 @@ async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         detail = exc.text if exc.status == 400 and exc.text else exc.reason  # 400s say why
-        return _error(exc.status, detail.strip())
+        return json_error(exc.status, detail.strip())
     except Exception:  # noqa: BLE001 - a bug in a handler must not kill the connection mutely
         log.exception("%s %s failed", request.method, request.path)
-        return _error(500, "internal error")
+        return json_error(500, "internal error")
 
 
 @web.middleware
@@ -134,7 +135,7 @@ async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
 
 def _closing(status: int, message: str) -> web.Response:
     """An error after which the connection closes: the rest of the body is still unread."""
-    response = _error(status, message)
+    response = json_error(status, message)
     response.force_close()
     return response
 
@@ -150,17 +151,17 @@ def _authorized(request: web.Request, token: str | None) -> bool:
     )
 
 
-async def _read_request(request: web.Request):
-    """The parsed HelperRequest, or an error Response."""
+async def read_request(
+    request: web.Request, parse: Callable[[object], HelperRequest]
+) -> HelperRequest | web.Response:
+    """The request parsed by `parse` (ours or the OONI protocol's), or the 400 that says why.
+    The body was read by `_bounded_reads` already (size and time), so this only parses it."""
     try:
-        body = await request.read()  # raises 413 past client_max_size
-        return parse_request(json.loads(body))
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body larger than {request.app[CONFIG].max_body} bytes")
-    except (ValueError, RecursionError):  # also too deep nesting, a number past int's limit
-        return _error(400, "request body is not JSON the helper can read")
-    except BadRequest as exc:
-        return _error(400, str(exc))
+        return parse(json.loads(await request.read()))
+    except BadRequest as exc:  # a field the parser refused: it names the field
+        return json_error(400, str(exc))
+    except (ValueError, RecursionError):  # not JSON, too deep, a number past int's limit
+        return json_error(400, "request body is not JSON the helper can read")
 
 
 def refuse_unauthorized(request: web.Request) -> web.Response | None:
@@ -195,7 +196,7 @@ async def handle_control(request: web.Request) -> web.Response:
     refused = refuse_unauthorized(request)
     if refused is not None:
         return refused
-    parsed = await _read_request(request)
+    parsed = await read_request(request, parse_request)
     if isinstance(parsed, web.Response):
         return parsed
     measured = await measure_bounded(request, parsed)

@@ -10,35 +10,23 @@ request is a URL, a few headers and endpoints); a larger one is a 400, as the pr
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
-from probe.helper_api import BadRequest
 from probe.ooni_th import encode_response, parse_request
-from probe.server.app import CONFIG, measure_bounded, refuse_unauthorized
-
-
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
+from probe.server.app import json_error, measure_bounded, read_request, refuse_unauthorized
 
 
 async def handle_th(request: web.Request) -> web.Response:
     if request.method == "GET":
         return web.json_response({"status": "ok", "protocol": "ooni-web-connectivity-th"})
     if request.method != "POST":
-        return _bad(f"{request.method} is not supported here")
+        return json_error(400, f"{request.method} is not supported here")
     refused = refuse_unauthorized(request)
     if refused is not None:
         return refused
-    try:
-        parsed = parse_request(json.loads(await request.read()))
-    except web.HTTPRequestEntityTooLarge:
-        return _bad(f"request body larger than {request.app[CONFIG].max_body} bytes")
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return _bad("request body is not JSON")
-    except BadRequest as exc:
-        return _bad(str(exc))
+    parsed = await read_request(request, parse_request)
+    if isinstance(parsed, web.Response):
+        return parsed
     measured = await measure_bounded(request, parsed)
     if isinstance(measured, web.Response):
         return measured
