@@ -22,3 +22,8 @@ def is_bogon(address: str) -> bool:
         return False
     return (ip.is_private or ip.is_reserved or ip.is_loopback or ip.is_link_local
             or ip.is_unspecified or ip.is_multicast)
+
+
+def host_port(host: str, port: int) -> str:
+    """ "HOST:PORT", an IPv6 address in brackets (as Go's net.JoinHostPort and URLs write it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

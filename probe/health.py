@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from probe.addresses import is_ip
 from probe.measure import dns, tcp
 from probe.model import DnsQuery, Endpoint, Settings
 
@@ -67,11 +66,8 @@ async def _reachable(url: str, name: str, settings: Settings) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "udp":
         return bool((await dns.measure(DnsQuery(name, url), settings)).responses)
-    host = parts.hostname or ""
+    address = await dns.address_of(parts.hostname or "", settings)
+    if address is None:
+        return False
     port = parts.port or {"tls": 853, "http": 80}.get(parts.scheme, 443)
-    if not is_ip(host):
-        answer = await dns.measure(DnsQuery(host), settings)
-        if not answer.addresses:
-            return False
-        host = answer.addresses[0]
-    return (await tcp.measure(Endpoint(host, port), settings)).failure is None
+    return (await tcp.measure(Endpoint(address, port), settings)).failure is None

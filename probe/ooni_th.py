@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from probe import failures, helper_api
-from probe.addresses import is_bogon, is_ip
+from probe.addresses import host_port, is_bogon, is_ip
 from probe.helper_api import MAX_ADDRESSES_IN, BadRequest, HelperRequest
 from probe.model import Evidence, TlsResult
 
@@ -41,11 +41,6 @@ class BadAnswer(ValueError):
 
 
 # --- endpoints and failure strings ------------------------------------------------------------
-
-
-def endpoint(address: str, port: int) -> str:
-    """ "IP:PORT", IPv6 in brackets, as Go's net.JoinHostPort writes it."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def split_endpoint(text: object) -> tuple[str, int] | None:
@@ -115,7 +110,7 @@ def encode_request(request: HelperRequest, user_agent: str) -> dict[str, Any]:
             "Accept-Language": ["en-US,en;q=0.9"],
             "User-Agent": [user_agent],
         },
-        "tcp_connect": [endpoint(a, request.port) for a in request.addresses],
+        "tcp_connect": [host_port(a, request.port) for a in request.addresses],
         "x_quic_enabled": False,
     }
 
@@ -228,10 +223,10 @@ def encode_response(evidence: Evidence, request: HelperRequest) -> dict[str, Any
     host = request_host(request)
     dns = _dns_entry(evidence, host)
     return {
-        "tcp_connect": {endpoint(t.address, t.port): {
+        "tcp_connect": {host_port(t.address, t.port): {
             "status": t.failure is None, "failure": failure_to_ooni(t.failure, t.cause)}
             for t in evidence.tcp},
-        "tls_handshake": {endpoint(t.address, t.port): _tls_entry(t) for t in evidence.tls
+        "tls_handshake": {host_port(t.address, t.port): _tls_entry(t) for t in evidence.tls
                           if (t.sni or "").lower() == host and t.operation != failures.CONNECT},
         "quic_handshake": {},
         "http_request": _http_entry(evidence),

@@ -49,7 +49,7 @@ async def test_requests_of_a_run_share_one_kept_alive_connection() -> None:
         for _ in range(3):
             result = await helper.measure(_request(lab), settings, lab.helper_url)
             assert (result.failure, result.status) == (None, 200)
-        session = shared.helper_session(lab.ca_file, helper._TRACE)
+        session = shared.helper_session(lab.ca_file, helper.TRACE)
         assert session is not None and len(session.connector._conns) == 1
         assert sum(len(c) for c in session.connector._conns.values()) == 1
     assert session.closed

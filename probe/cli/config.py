@@ -12,6 +12,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from probe.addresses import host_port
 from probe.config import (
     COMMANDS,
     KEYS,
@@ -106,8 +107,7 @@ def config_option(command: Any) -> Any:
 def _plain(key: Key, value: Any) -> Any:
     """An option's processed value back in the file's terms."""
     if isinstance(value, tuple) and key.kind == "string":  # --listen: (host, port)
-        host, port = value
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host_port(*value)
     if key.invert:
         return not value
     if key.kind.endswith("path") and value is not None:  # absolute: as true in any directory

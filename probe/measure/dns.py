@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.resolver
 
 from probe import failures
-from probe.addresses import is_ip
+from probe.addresses import host_port, is_ip
 from probe.measure import ooni_fingerprints, shared
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
 from probe.measure.tlsctx import client_context
@@ -141,6 +141,15 @@ def _fingerprint(responses: tuple[DnsResponse, ...]) -> str | None:
     return found.name if found else None
 
 
+async def address_of(host: str, settings: Settings) -> str | None:
+    """The address to connect to for `host`: itself when it is one, else the system resolver's
+    first answer (None when it gives none)."""
+    if is_ip(host):
+        return host
+    answer = await measure(DnsQuery(host), settings)
+    return answer.addresses[0] if answer.addresses else None
+
+
 async def _exchange(
     message: dns.message.Message, resolver: Resolver, settings: Settings
 ) -> tuple[DnsResponse, ...]:
@@ -163,7 +172,7 @@ async def _exchange(
             verify=client_context(settings.ca_file),
             client=shared.doh_client(resolver.url, settings.ca_file),
         )
-    source = _endpoint((resolver.host, resolver.port))
+    source = host_port(resolver.host or "", resolver.port)
     return (_response(answer, time.monotonic() - sent, source),)
 
 
@@ -194,7 +203,7 @@ async def _udp(
                 if not heard:
                     raise
                 break  # an ICMP error after an answer changes nothing already heard
-            heard.append(_response(answer, time.monotonic() - sent, _endpoint(source)))
+            heard.append(_response(answer, time.monotonic() - sent, host_port(source[0], source[1])))
             if len(heard) == 1:
                 expiration = min(expiration, time.time() + settings.dns_linger)
     return tuple(heard)
@@ -227,7 +236,4 @@ def _failure_of(response: DnsResponse) -> str | None:
     return failure
 
 
-def _endpoint(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -46,7 +46,7 @@ def api_url(helper_url: str) -> str:
     return str(base.join(URL(API_PATH)) if base.path.endswith("/") else base / API_PATH)
 
 
-class _Phase:
+class Phase:
     """Which operation a failure belongs to, learned from aiohttp's trace hooks (the request's
     `trace_request_ctx`, so that one session can serve many requests)."""
 
@@ -60,12 +60,12 @@ class _Phase:
 
 
 async def _on_sent(_session: object, ctx: Any, _params: object) -> None:
-    if isinstance(ctx.trace_request_ctx, _Phase):
+    if isinstance(ctx.trace_request_ctx, Phase):
         ctx.trace_request_ctx.sent = True
 
 
-_TRACE = aiohttp.TraceConfig()
-_TRACE.on_request_headers_sent.append(_on_sent)
+TRACE = aiohttp.TraceConfig()  # marks the request's Phase (its trace_request_ctx) as sent
+TRACE.on_request_headers_sent.append(_on_sent)
 
 
 async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -93,14 +93,14 @@ async def measure(
 ) -> HelperResult:
     """One control measurement from the helper; failures are returned, never raised."""
     t0 = settings.since_origin()
-    phase = _Phase()
+    phase = Phase()
     result = await _exchange(request, settings, helper_url, token, phase)
     elapsed = settings.since_origin() - t0
     return HelperResult(t0=t0, elapsed=elapsed, helper_url=helper_url, **result)
 
 
 async def _exchange(
-    request: HelperRequest, settings: Settings, helper_url: str, token: str | None, phase: _Phase
+    request: HelperRequest, settings: Settings, helper_url: str, token: str | None, phase: Phase
 ) -> dict:
     headers = {"User-Agent": settings.user_agent}
     if token:
@@ -108,10 +108,10 @@ async def _exchange(
     timeout = aiohttp.ClientTimeout(
         total=settings.timeout * HELPER_PATIENCE, sock_connect=settings.timeout
     )
-    shared_session = shared.helper_session(settings.ca_file, _TRACE)
+    shared_session = shared.helper_session(settings.ca_file, TRACE)
     try:
         async with (
-            _own_session(settings) if shared_session is None else _borrowed(shared_session)
+            one_off_session(settings) if shared_session is None else _borrowed(shared_session)
             as session,
             session.post(api_url(helper_url), json=encode_request(request), headers=headers,
                          timeout=timeout, trace_request_ctx=phase) as resp,
@@ -129,9 +129,10 @@ async def _exchange(
     return _interpret(status, body)
 
 
-def _own_session(settings: Settings) -> aiohttp.ClientSession:
+def one_off_session(settings: Settings) -> aiohttp.ClientSession:
+    """A session for one request (outside a run's shared scope)."""
     connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1)
-    return aiohttp.ClientSession(connector=connector, trace_configs=[_TRACE])
+    return aiohttp.ClientSession(connector=connector, trace_configs=[TRACE])
 
 
 @contextlib.asynccontextmanager

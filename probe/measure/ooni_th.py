@@ -18,8 +18,13 @@ import aiohttp
 from probe import failures
 from probe.helper_api import HelperRequest
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
-from probe.measure.helper import HELPER_PATIENCE, HelperResult, read_capped
-from probe.measure.tlsctx import client_context
+from probe.measure.helper import (
+    HELPER_PATIENCE,
+    HelperResult,
+    Phase,
+    one_off_session,
+    read_capped,
+)
 from probe.model import Settings
 from probe.ooni_th import BadAnswer, encode_request
 from probe.ooni_th_answer import decode_response
@@ -50,33 +55,23 @@ def _interpret(status: int, body: bytes | None, request: HelperRequest, th_url: 
 
 async def _ask(request: HelperRequest, settings: Settings, th_url: str) -> dict:
     """One POST to one helper: the HelperResult fields it yields."""
-    sent = False
-
-    async def on_sent(*_args: object) -> None:
-        nonlocal sent
-        sent = True
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(on_sent)
+    phase = Phase()
     timeout = aiohttp.ClientTimeout(
         total=settings.timeout * HELPER_PATIENCE, sock_connect=settings.timeout
     )
-    connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1)
     body = encode_request(request, settings.user_agent)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                  trace_configs=[trace]) as session,
+            one_off_session(settings) as session,
             session.post(th_url, json=body, headers={"User-Agent": settings.user_agent},
-                         allow_redirects=False) as resp,
+                         allow_redirects=False, timeout=timeout,
+                         trace_request_ctx=phase) as resp,
         ):
             status = resp.status
             answer = await read_capped(resp, MAX_TH_ANSWER)
     except NETWORK_ERRORS as exc:  # classified, returned as data
         failure, cause = failure_and_cause(exc)
-        operation = failures.HTTP_ROUND_TRIP if sent else (
-            failures.TLS_HANDSHAKE if failure.startswith("ssl_") else failures.CONNECT)
-        return {"failure": failure, "operation": operation, "cause": cause}
+        return {"failure": failure, "operation": phase.operation(failure), "cause": cause}
     return _interpret(status, answer, request, th_url)
 
 

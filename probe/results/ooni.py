@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import dns.rcode
 
 from probe import __version__
+from probe.addresses import host_port
 from probe.model import (
     DnsResult,
     HttpResult,
@@ -33,7 +34,7 @@ from probe.model import (
     from_dict,
     to_dict,
 )
-from probe.results.web_connectivity import first_wins, hostport, ooni_failure, wc_keys
+from probe.results.web_connectivity import first_wins, ooni_failure, wc_keys
 
 DATA_FORMAT_VERSION = "0.2.0"
 TEST_NAME = "probe_web"
@@ -218,7 +219,7 @@ def _tcp(t: TcpResult) -> dict[str, Any]:
 def _tls(t: TlsResult) -> dict[str, Any]:
     return {
         "network": "tcp",
-        "address": hostport(t.address, t.port),
+        "address": host_port(t.address, t.port),
         "cipher_suite": t.cipher,
         "failure": ooni_failure(t),
         "negotiated_protocol": t.alpn,
@@ -250,7 +251,7 @@ def _request(h: HttpResult) -> dict[str, Any]:
                    "response": response, **_times(h)}
     if h.address:
         port = urlsplit(h.url).port or (80 if h.url.startswith("http:") else 443)
-        transaction["address"] = hostport(h.address, port)
+        transaction["address"] = host_port(h.address, port)
     return transaction
 
 
@@ -261,7 +262,7 @@ def _network_events(t: ThroughputResult, flow: int) -> list[dict[str, Any]]:
     base: dict[str, Any] = {"operation": "bytes_received_cumulative", "proto": "tcp",
                             "tags": ["throughput", f"flow={flow}", f"server_name={t.sni or ''}"]}
     if t.address:
-        base["address"] = hostport(t.address, urlsplit(t.url).port or 443)
+        base["address"] = host_port(t.address, urlsplit(t.url).port or 443)
     events = []
     for i, (seconds, total) in enumerate(t.samples):
         at = round(t.t0 + seconds, 6)

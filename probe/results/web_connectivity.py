@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from probe import failures
-from probe.addresses import is_bogon
+from probe.addresses import host_port, is_bogon
 from probe.model import Evidence, HttpResult, Observation, TargetMeasurement
 
 # Header names nearly every response has: only the others tell two sites apart (the list
@@ -109,10 +109,10 @@ def th_control(e: Evidence, domain: str, probe_addrs: tuple[str, ...] = ()) -> d
     """The control side in the shape of the test helper's answer (ts-017, probe-cli th.go);
     `probe_addrs` are the addresses the probe resolved (ip_info's flag 1)."""
     control: dict[str, Any] = {
-        "tcp_connect": {hostport(t.address, t.port): {"status": t.failure is None,
+        "tcp_connect": {host_port(t.address, t.port): {"status": t.failure is None,
                                                       "failure": ooni_failure(t)} for t in e.tcp},
         "tls_handshake": {
-            hostport(t.address, t.port): {"server_name": t.sni, "status": t.failure is None,
+            host_port(t.address, t.port): {"server_name": t.sni, "status": t.failure is None,
                                           "failure": ooni_failure(t)}
             for t in e.tls if (t.sni or "").lower() == domain  # the helper's own SNI only
         },
@@ -160,8 +160,6 @@ def ooni_failure(o: Observation) -> str | None:
     return o.failure
 
 
-def hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def first_wins(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:

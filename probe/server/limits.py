@@ -4,7 +4,8 @@ A helper on the open internet is a measuring proxy for anyone holding its token,
 that are not globally routable (loopback, private, link-local...) are skipped unless the
 operator allows them (the lab does). The check runs twice for an HTTP fetch: on the names a
 fetch resolves (PermittedResolver) and on the address each socket is about to connect to
-(`socket_factory`), because a redirect to an address literal never meets a resolver.
+(`Policy.permits` handed to probe.measure.http_connect.ConnectGuard), because a redirect to an
+address literal never meets a resolver.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -54,19 +54,6 @@ def permitted(address: str, allow_private: bool, extra: Iterable[Network] = ()) 
 def networks(texts: Iterable[str]) -> tuple[Network, ...]:
     """Networks from "10.0.0.0/8"-style text (a bare address is a network of one)."""
     return tuple(ipaddress.ip_network(t, strict=False) for t in texts)
-
-
-def socket_factory(allowed: Callable[[str], bool]) -> Callable[[AddrInfoType], socket.socket]:
-    """A socket factory for aiohttp's TCPConnector that refuses, right before connecting, any
-    address `allowed` rejects: first request and every redirect, by name or by address."""
-
-    def make(addr_info: AddrInfoType) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        if not allowed(str(sockaddr[0])):
-            raise OSError(errno.EACCES, REFUSED)
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    return make
 
 
 class PermittedResolver(AbstractResolver):

@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from probe.addresses import is_ip
 from probe.helper_api import BULK_PATH
 from probe.measure import dns
-from probe.model import DnsQuery, Settings, Target, ThrottleEstimate, ThroughputResult
+from probe.model import Settings, Target, ThrottleEstimate, ThroughputResult
 from probe.throttling import abtest, baseline, decide
 
 RateHistory = Callable[[str], Sequence[tuple[float, float]]]  # domain -> (time, control bps)
@@ -99,6 +98,5 @@ class ThroughputTests:
     async def _helper_address(self, settings: Settings) -> str:
         if self._address is None:
             host = urlsplit(self.helper_url or "").hostname or ""
-            answer = None if is_ip(host) else await dns.measure(DnsQuery(host), settings)
-            self._address = answer.addresses[0] if answer and answer.addresses else host
+            self._address = await dns.address_of(host, settings) or host
         return self._address

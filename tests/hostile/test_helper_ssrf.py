@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from probe.measure.http_connect import ConnectGuard
 from probe.model import Settings
-from probe.server import limits
 from probe.server.app import ServerConfig, start
 from probe.server.outside import Policy
 
@@ -161,7 +161,7 @@ def test_policy_table(address: str, allowed: bool, hostile) -> None:
 def test_socket_factory_refuses_before_any_socket_exists(address: str, hostile) -> None:
     """The connect-time check: refused with no socket made, so nothing is ever sent."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    make = limits.socket_factory(Policy().permits)
+    make = ConnectGuard(Policy().permits).socket  # what the helper's fetches connect through
     with hostile.case(f"helper connect-time check: {address}"), \
             pytest.raises(OSError, match="not permitted"):
         make((family, socket.SOCK_STREAM, 6, "", (address, 80)))
