@@ -80,17 +80,8 @@ class ScaleLab(Lab):
         resolv.mkdir(parents=True, exist_ok=True)
         (resolv / "resolv.conf").write_text(f"nameserver {plan.client_resolver}\n")
         Path(state["targets_file"]).write_text(targets_yaml(self.n))
-        internet = {**plan.internet, "certs": certs, "origins": {ZONE_NAME: ORIGIN_IP},
-                    "zone": zone, "auth": t.AUTH_DNS, "trusted": t.TRUSTED_RESOLVER,
-                    "trusted_name": t.TRUSTED_RESOLVER_NAME, "public": t.PUBLIC_RESOLVER,
-                    "big_bytes": 1 << 20}
-        self._spawn(state, "internet", self.names.net,
-                    ["-m", "probe.lab.servers", "internet", self._config("internet", internet)])
-        isp = {**plan.isp, "certs": {t.BLOCKPAGE_NAME: certs[t.BLOCKPAGE_NAME]},
-               "blockpage_name": t.BLOCKPAGE_NAME, "blockpage_ip": t.BLOCKPAGE_IP,
-               "proxy_port": censor.PROXY_PORT, "isp": t.ISP_RESOLVER, "upstream": t.AUTH_DNS}
-        self._spawn(state, "censor", self.names.censor,
-                    ["-m", "probe.lab.servers", "censor", self._config("censor", isp)])
+        self._start_servers(plan, certs, state, origins={ZONE_NAME: ORIGIN_IP}, zone=zone,
+                            big_bytes=1 << 20)
         self._wait_ready(state, deadline)
         if helper:
             self._helper(state, certs[t.HELPER_NAME], deadline)

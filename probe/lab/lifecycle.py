@@ -121,11 +121,14 @@ class Lab:
         self._save(state)
 
     def _start_servers(self, plan: censor.Plan, certs: dict[str, list[str]],
-                       state: dict[str, Any]) -> None:
-        internet = {**plan.internet, "certs": certs, "origins": t.ORIGINS, "zone": t.ZONE,
+                       state: dict[str, Any], origins: dict[str, str] = t.ORIGINS,
+                       zone: dict[str, str] = t.ZONE, big_bytes: int = 4 << 20) -> None:
+        """The internet's servers and the censor's; `origins`, `zone`, `big_bytes` let a
+        benchmark serve names of its own (bench/scale.py)."""
+        internet = {**plan.internet, "certs": certs, "origins": origins, "zone": zone,
                     "auth": t.AUTH_DNS, "trusted": t.TRUSTED_RESOLVER,
                     "trusted_name": t.TRUSTED_RESOLVER_NAME, "public": t.PUBLIC_RESOLVER,
-                    "big_bytes": 4 << 20}
+                    "big_bytes": big_bytes}
         self._spawn(state, "internet", self.names.net,
                     ["-m", "probe.lab.servers", "internet", self._config("internet", internet)])
         censor_cfg = {**plan.isp, "certs": {t.BLOCKPAGE_NAME: certs[t.BLOCKPAGE_NAME]},
