@@ -57,7 +57,7 @@ class RunNotes:
                 and self.inconclusive_count):
             more = " ..." if self.inconclusive_count > len(self.inconclusive) else ""
             lines.append(f"probe: {self.inconclusive_count} verdicts could not use a control: "
-                         f"{', '.join(self.inconclusive)}{more}")
+                         f"{', '.join(sorted(self.inconclusive))}{more}")  # not completion order
         if self.not_measured:
             lines.append(f"probe: throttling was not measured for {self.not_measured} targets "
                          f"({self.not_measured_reason}); a helper with a bulk endpoint measures "
