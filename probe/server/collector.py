@@ -129,6 +129,12 @@ class Inbox:
         self._db.executescript(_SCHEMA)
         self.recovered = self._reconcile()
 
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._db.close()
         self.store.close()
