@@ -23,8 +23,9 @@ from test_store import VANTAGE, all_cases, validate
 
 from probe.results import collector_api as api
 from probe.results.ooni import to_ooni
+from probe.results.outbox import Cursor
 from probe.results.store import Store, read_records
-from probe.results.upload import BackgroundUpload, Cursor, UploadSettings, upload
+from probe.results.upload import BackgroundUpload, UploadSettings, upload
 from probe.server.app import ServerConfig, start
 from probe.server.collector import COLLECTOR, CollectorConfig, CollectorError, Inbox, Tokens
 
@@ -325,15 +326,15 @@ async def test_retries_with_backoff_carry_a_short_outage(tmp_path) -> None:
 
 
 async def test_the_daemons_background_upload_never_makes_a_run_wait(tmp_path) -> None:
-    vantage_results(tmp_path / "vantage")
+    sent = vantage_results(tmp_path / "vantage")
     async with collector(tmp_path) as (url, inbox):
         background = BackgroundUpload(tmp_path / "vantage", settings(url))
         background.kick()
         first = background.task
-        background.kick()  # one under way: no second one
+        background.kick()  # one under way: not a second at once, the same once more after
         assert background.task is first and not first.done()
         report = await asyncio.wait_for(first, 60)
-        assert report.failure is None and inbox.count() == report.stored > 0
+        assert report.failure is None and report.sent == 0 and inbox.count() == len(sent)
 
 
 # --- the tokens file, the CLI ---------------------------------------------------------------------
@@ -401,3 +402,65 @@ def test_every_stored_scenario_passes_the_collectors_check() -> None:
     for name, m in all_cases().items():
         received = api.check_record(to_ooni(m, REPORTS[0], VANTAGE))
         assert received.vantage == VANTAGE.name and received.measurement == m, name
+
+
+async def _until(condition, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def test_the_daemon_uploads_after_each_run_even_a_failed_one(tmp_path: Path) -> None:
+    """`probe daemon --collector`: the runner is wrapped so each run, done or failed, is
+    followed by a background upload of what it stored."""
+    from probe.cli.daemon import _then_upload
+
+    runs: list[int] = []
+
+    async def run(_targets, _on_result):
+        runs.append(len(vantage_results(tmp_path / "vantage", [REPORTS[len(runs)]])))
+        if len(runs) == 2:
+            raise RuntimeError("the run failed after storing")
+        return []
+
+    async with collector(tmp_path) as (url, inbox):
+        wrapped = _then_upload(run, tmp_path / "vantage", settings(url))
+        assert await wrapped([], None) == [] and inbox.count() < runs[0]  # not waited for
+        assert await _until(lambda: inbox.count() == runs[0])
+        with pytest.raises(RuntimeError):
+            await wrapped([], None)
+        assert await _until(lambda: inbox.count() == sum(runs))
+
+
+def test_the_config_file_configures_upload_and_hides_the_token(tmp_path: Path) -> None:
+    config = tmp_path / "probe.toml"
+    config.write_text(f'[upload]\ncollector = "https://collector.test"\ntoken = "{TOKEN}"\n'
+                      '[run]\nout = "res"\n')
+    shown = subprocess.run([sys.executable, "-m", "probe", "config", "--config", str(config),
+                            "upload"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()[1:]}
+    assert rows["upload.collector"][0] == '"https://collector.test"'
+    assert rows["upload.token"][0] == '"***"' and TOKEN not in shown.stdout
+    assert rows["run.out"][0] == json.dumps(str(tmp_path / "res"))
+
+
+def test_the_outbox_waits_for_a_line_being_written_and_passes_a_torn_one(tmp_path: Path) -> None:
+    from probe.results.outbox import batches, pending
+
+    sent = vantage_results(tmp_path / "vantage", REPORTS[:1])
+    (path,) = (tmp_path / "vantage").glob("*.jsonl")
+    whole = path.read_bytes()
+    line = json.dumps(sent[0] | {"report_id": "next"}).encode()
+    path.write_bytes(whole + b'{"torn": \n' + line[:100])  # a crash's torn line, then a write
+    items = list(pending(tmp_path / "vantage", {}))
+    assert [i.uid for i in items] == [api.uid(r) for r in sent]  # neither the torn nor the half
+    assert items[-1].end == len(whole)  # the cursor stops before the half line
+    with open(path, "ab") as f:
+        f.write(line[100:] + b"\n")
+    (last,) = pending(tmp_path / "vantage", {path.name: items[-1].end})
+    assert last.uid == api.uid(sent[0] | {"report_id": "next"})
+    sizes = [len(b) for b in batches(iter(items), 4, 1 << 20)]
+    assert sizes == [4] * (len(items) // 4) + ([len(items) % 4] if len(items) % 4 else [])
+    assert [len(b) for b in batches(iter(items), 100, 1)] == [1] * len(items)  # each alone

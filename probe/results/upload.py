@@ -1,11 +1,9 @@
 """The vantage side of central results: send what the collector has not acknowledged yet
 (docs/collector.md; wire format in probe.results.collector_api).
 
-The cursor, `DIR/upload-<id of the collector URL>.json`, holds per JSON-lines file the byte
-offset up to which every record was acknowledged by that collector. The files are append-only,
-so what lies past the offsets is what is left to send; the cursor is saved (write, fsync,
-rename) after each acknowledged batch. An outage, a crash or a deadline costs at most one batch
-sent again, which the collector acknowledges without storing it twice. Nothing is deleted.
+What is left to send, and the durable cursor, are probe.results.outbox's. The cursor is saved
+after each acknowledged batch: an outage, a crash or a deadline costs at most one batch sent
+again, which the collector acknowledges without storing it twice. Nothing is deleted.
 
 Answers: 200 acknowledges the batch; 5xx, 429 and network errors are retried with a growing
 wait, a bounded number of times, then the upload stops and the next one resumes; 400 or 413
@@ -18,20 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import random
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from probe import __version__
-from probe.results.collector_api import CONTENT_TYPE, PATH, uid
+from probe.results.collector_api import CONTENT_TYPE, PATH
+from probe.results.outbox import Cursor, Item, batches, lines, pending
 
 log = logging.getLogger(__name__)
 
@@ -74,96 +72,8 @@ class UploadReport:
         return f"{text}: {self.failure}" if self.failure else text
 
 
-@dataclass(frozen=True)
-class _Item:
-    file: str
-    end: int  # byte offset just past the line
-    line: bytes
-    uid: str
-
-
 class _Refused(Exception):
     """The collector answered with a status that ends the upload (401, 403, 404...)."""
-
-
-@dataclass
-class Cursor:
-    path: Path
-    endpoint: str
-    offsets: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, out_dir: Path, endpoint: str) -> Cursor:
-        name = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
-        path = out_dir / f"upload-{name}.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            offsets = {str(k): int(v) for k, v in data["offsets"].items()}
-        except FileNotFoundError:
-            offsets = {}
-        except (ValueError, KeyError, TypeError, AttributeError):  # all again: nothing is lost
-            log.warning("%s is unreadable: sending everything again (stored once)", path)
-            offsets = {}
-        return cls(path, endpoint, offsets)
-
-    def advance(self, batch: list[_Item]) -> None:
-        for item in batch:
-            self.offsets[item.file] = max(self.offsets.get(item.file, 0), item.end)
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        data = json.dumps({"collector": self.endpoint, "offsets": self.offsets}, indent=1)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _lines(out_dir: Path, offsets: dict[str, int]) -> Iterator[tuple[str, int, bytes]]:
-    """(file, end offset, line) of every whole line past the offsets; a last line without its
-    newline is still being written and waits for the next upload."""
-    for path in sorted(out_dir.glob("measurements-*.jsonl")):
-        offset = offsets.get(path.name, 0)
-        if offset > path.stat().st_size:  # not the file the cursor knew: all of it again
-            offset = 0
-        with open(path, "rb") as f:
-            f.seek(offset)
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                offset += len(raw)
-                yield path.name, offset, raw.rstrip(b"\n")
-
-
-def pending(out_dir: Path, offsets: dict[str, int]) -> Iterator[_Item]:
-    """The records left to send (lines that are not a record, torn by a crash, are passed)."""
-    for name, end, line in _lines(out_dir, offsets):
-        try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(record, dict) and "test_keys" in record:
-            yield _Item(name, end, line, uid(record))
-
-
-def _batches(items: Iterator[_Item], settings: UploadSettings) -> Iterator[list[_Item]]:
-    batch: list[_Item] = []
-    size = 0
-    for item in items:
-        if batch and (len(batch) >= settings.batch_records
-                      or size + len(item.line) + 1 > settings.batch_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(item)
-        size += len(item.line) + 1
-    if batch:
-        yield batch
 
 
 class _Uploader:
@@ -172,7 +82,7 @@ class _Uploader:
         self.session, self.settings, self.report = session, settings, report
         self.rng = random.Random()
 
-    async def send(self, batch: list[_Item]) -> str | None:
+    async def send(self, batch: list[Item]) -> str | None:
         """Sends a batch; None once it is acknowledged or its refused records skipped, else
         why the upload must stop (raises _Refused for a final answer)."""
         answer = await self._post(b"".join(item.line + b"\n" for item in batch))
@@ -251,13 +161,15 @@ async def upload(out_dir: Path | str, settings: UploadSettings) -> UploadReport:
             report.failure, report.final = str(exc), True
         except TimeoutError:
             report.failure = f"stopped at the deadline ({settings.deadline:g} s)"
-    report.pending = sum(1 for _ in _lines(out_dir, cursor.offsets))
+    report.pending = sum(1 for _ in lines(out_dir, cursor.offsets))
     return report
 
 
 async def _send_all(uploader: _Uploader, cursor: Cursor) -> str | None:
     """Batch after batch, the cursor saved after each; why it stopped, or None."""
-    for batch in _batches(pending(cursor.path.parent, cursor.offsets), uploader.settings):
+    settings = uploader.settings
+    for batch in batches(pending(cursor.path.parent, cursor.offsets), settings.batch_records,
+                         settings.batch_bytes):
         if (failure := await uploader.send(batch)) is not None:
             return failure
         cursor.advance(batch)
@@ -289,25 +201,32 @@ def _session(settings: UploadSettings) -> aiohttp.ClientSession:
 
 
 class BackgroundUpload:
-    """For the daemon: `kick()` after each run starts an upload in the background unless one is
-    under way; measuring never waits for it, and its outcome is one log line."""
+    """For the daemon: `kick()` after each run starts an upload in the background; a kick while
+    one is under way makes it go once more when done (for the records stored meanwhile).
+    Measuring never waits for it; each upload's outcome is one log line."""
 
     def __init__(self, out_dir: Path | str, settings: UploadSettings) -> None:
         self.out_dir, self.settings = Path(out_dir), settings
         self.task: asyncio.Task[UploadReport] | None = None
+        self._again = False
 
     def kick(self) -> None:
         if self.task is not None and not self.task.done():
+            self._again = True
             return
-        self.task = asyncio.get_running_loop().create_task(upload(self.out_dir, self.settings))
-        self.task.add_done_callback(_log_outcome)
+        self._again = False
+        self.task = asyncio.get_running_loop().create_task(self._uploads())
+        self.task.add_done_callback(_log_bug)
+
+    async def _uploads(self) -> UploadReport:
+        while True:
+            report = await upload(self.out_dir, self.settings)
+            log.log(logging.WARNING if report.failure else logging.INFO, "%s", report.line())
+            if report.failure or not self._again:  # a failed one waits for the next run
+                return report
+            self._again = False
 
 
-def _log_outcome(task: asyncio.Task[UploadReport]) -> None:
-    if task.cancelled():
-        return
-    if (exc := task.exception()) is not None:  # a bug: as loud as in the foreground
-        log.error("upload failed", exc_info=exc)
-        return
-    report = task.result()
-    log.log(logging.WARNING if report.failure else logging.INFO, "%s", report.line())
+def _log_bug(task: asyncio.Task[UploadReport]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("upload failed", exc_info=exc)  # a bug: as loud as in the foreground
