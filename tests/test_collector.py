@@ -402,6 +402,8 @@ def test_every_stored_scenario_passes_the_collectors_check() -> None:
     for name, m in all_cases().items():
         received = api.check_record(to_ooni(m, REPORTS[0], VANTAGE))
         assert received.vantage == VANTAGE.name and received.measurement == m, name
+    for line in (ROOT / "tests" / "data" / "ooni_previous_format.jsonl").read_text().splitlines():
+        assert api.check_record(json.loads(line)).vantage == "moscow-mts"  # the previous format
 
 
 async def _until(condition, seconds: float = 30.0) -> bool:
