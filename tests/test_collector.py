@@ -466,3 +466,14 @@ def test_the_outbox_waits_for_a_line_being_written_and_passes_a_torn_one(tmp_pat
     sizes = [len(b) for b in batches(iter(items), 4, 1 << 20)]
     assert sizes == [4] * (len(items) // 4) + ([len(items) % 4] if len(items) % 4 else [])
     assert [len(b) for b in batches(iter(items), 100, 1)] == [1] * len(items)  # each alone
+
+
+async def test_two_uploads_to_one_collector_never_run_at_once(tmp_path: Path) -> None:
+    sent = vantage_results(tmp_path / "vantage")
+    async with collector(tmp_path) as (url, inbox):
+        first = asyncio.ensure_future(upload(tmp_path / "vantage", settings(url)))
+        await asyncio.sleep(0)  # the first holds the lock from its first step
+        second = await upload(tmp_path / "vantage", settings(url))
+        assert second.failure == "another upload to this collector is under way"
+        assert second.sent == 0 and not second.final
+        assert (await asyncio.wait_for(first, 60)).sent == len(sent) == inbox.count()

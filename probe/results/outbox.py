@@ -39,10 +39,13 @@ class Cursor:
     endpoint: str
     offsets: dict[str, int] = field(default_factory=dict)
 
+    @staticmethod
+    def file_for(out_dir: Path, endpoint: str) -> Path:
+        return out_dir / f"upload-{hashlib.sha256(endpoint.encode()).hexdigest()[:16]}.json"
+
     @classmethod
     def load(cls, out_dir: Path, endpoint: str) -> Cursor:
-        name = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
-        path = out_dir / f"upload-{name}.json"
+        path = cls.file_for(out_dir, endpoint)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             offsets = {str(k): int(v) for k, v in data["offsets"].items()}

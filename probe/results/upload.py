@@ -149,11 +149,11 @@ async def upload(out_dir: Path | str, settings: UploadSettings) -> UploadReport:
     """Sends every record of `out_dir` the collector has not acknowledged; never raises for the
     network or the collector's answers (the report says what happened)."""
     out_dir, report = Path(out_dir), UploadReport()
-    cursor = Cursor.load(out_dir, settings.endpoint)
-    with _exclusive(cursor.path.with_suffix(".lock")) as alone:
+    with _exclusive(Cursor.file_for(out_dir, settings.endpoint).with_suffix(".lock")) as alone:
         if not alone:
             report.failure = "another upload to this collector is under way"
             return report
+        cursor = Cursor.load(out_dir, settings.endpoint)
         try:
             async with asyncio.timeout(settings.deadline), _session(settings) as session:
                 report.failure = await _send_all(_Uploader(session, settings, report), cursor)
@@ -161,7 +161,7 @@ async def upload(out_dir: Path | str, settings: UploadSettings) -> UploadReport:
             report.failure, report.final = str(exc), True
         except TimeoutError:
             report.failure = f"stopped at the deadline ({settings.deadline:g} s)"
-    report.pending = sum(1 for _ in lines(out_dir, cursor.offsets))
+        report.pending = sum(1 for _ in lines(out_dir, cursor.offsets))
     return report
 
 
