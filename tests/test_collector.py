@@ -56,9 +56,9 @@ def uids(records: list[dict]) -> list[str]:
 
 
 @asynccontextmanager
-async def collector(tmp_path: Path, **limits):
-    config = ServerConfig(collector=CollectorConfig(tmp_path / "collector",
-                                                    Tokens.load(tokens_file(tmp_path)), **limits))
+async def collector(tmp_path: Path, body_timeout: float = 10.0, **limits):
+    config = ServerConfig(body_timeout=body_timeout, collector=CollectorConfig(
+        tmp_path / "collector", Tokens.load(tokens_file(tmp_path)), **limits))
     runner, port = await start(config)
     try:
         yield f"http://127.0.0.1:{port}/", runner.app[COLLECTOR].inbox
@@ -396,6 +396,11 @@ def test_serve_refuses_half_a_collector_or_a_bad_tokens_file(tmp_path: Path) -> 
     result = CliRunner().invoke(serve, ["--insecure-http", "--collector", str(tmp_path / "c"),
                                         "--collector-tokens", str(tmp_path / "tokens")])
     assert result.exit_code == 2 and "shorter than 16" in result.output
+    with Inbox(tmp_path / "taken"):  # one collector per folder
+        result = CliRunner().invoke(serve, ["--insecure-http", "--port", "0", "--collector",
+                                            str(tmp_path / "taken"), "--collector-tokens",
+                                            str(tokens_file(tmp_path))])
+    assert result.exit_code == 2 and "another collector uses this folder" in result.output
 
 
 def test_every_stored_scenario_passes_the_collectors_check() -> None:

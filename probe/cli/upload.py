@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -42,6 +43,10 @@ def settings_or_exit(collector: str, token: str | None,
         click.echo(f"error: --collector needs a token (--token, {TOKEN_ENV} or [upload] token)",
                    err=True)
         raise SystemExit(EXIT_INPUT)
+    host = urlsplit(collector).hostname or ""
+    if collector.startswith("http:") and host not in ("localhost", "127.0.0.1", "::1"):
+        click.echo(f"warning: {collector} is plain HTTP: the token and the results travel in "
+                   "clear (use https)", err=True)
     return UploadSettings(collector=collector, token=token, ca_file=ca_file)
 
 
