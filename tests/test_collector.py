@@ -482,3 +482,16 @@ async def test_two_uploads_to_one_collector_never_run_at_once(tmp_path: Path) ->
         assert second.failure == "another upload to this collector is under way"
         assert second.sent == 0 and not second.final
         assert (await asyncio.wait_for(first, 60)).sent == len(sent) == inbox.count()
+
+
+def test_a_folder_the_collector_cannot_use_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CollectorError, match="file"):
+        Inbox(tmp_path / "file")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "collector.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(CollectorError, match="cannot use it"):
+        Inbox(tmp_path / "bad")
+    (tmp_path / "bad" / "collector.sqlite").unlink()
+    with Inbox(tmp_path / "bad") as inbox:  # the lock was released on the way out
+        assert inbox.count() == 0

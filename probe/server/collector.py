@@ -116,18 +116,25 @@ class Inbox:
     a second collector out of it. Not thread-safe: one ingest at a time."""
 
     def __init__(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(out_dir / "collector.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(out_dir / "collector.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CollectorError(f"{out_dir}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self._lock_fd)
             raise CollectorError(f"{out_dir}: another collector uses this folder") from None
-        self.store = Store(out_dir, vantage="collector")
-        self._db = sqlite3.connect(out_dir / "collector.sqlite", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self.recovered = self._reconcile()
+        try:
+            self.store = Store(out_dir, vantage="collector")
+            self._db = sqlite3.connect(out_dir / "collector.sqlite", check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self.recovered = self._reconcile()
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            os.close(self._lock_fd)
+            raise CollectorError(f"{out_dir}: cannot use it: {exc}") from None
 
     def __enter__(self) -> Inbox:
         return self
