@@ -7,8 +7,9 @@ again, which the collector acknowledges without storing it twice. Nothing is del
 
 Answers: 200 acknowledges the batch; 5xx, 429 and network errors are retried with a growing
 wait, a bounded number of times, then the upload stops and the next one resumes; 400 or 413
-splits the batch to find the record refused, which is logged and skipped (a collector that
-refuses it once will refuse it again); 401, 403 and anything else stop at once.
+splits the batch to find the record refused (a 413, or a 400 naming its line), which is logged
+and skipped (a collector that refuses it once will refuse it again); 401, 403 and anything else
+stop at once, as does a 400 that names no line (not a collector).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class _Uploader:
             return answer
         status, payload = answer
         if status == 200:
-            acknowledged = set(payload.get("acknowledged") or ())
+            listed = payload.get("acknowledged")
+            acknowledged = set(listed) & {i.uid for i in batch} if isinstance(listed, list) else ()
             if not all(item.uid in acknowledged for item in batch):
                 raise _Refused("the collector did not acknowledge every measurement sent")
             stored = payload.get("stored")
@@ -104,12 +106,15 @@ class _Uploader:
                 if (failure := await self.send([item])) is not None:
                     return failure
             return None
-        if status in (400, 413):
+        error = str(payload.get("error", ""))
+        # a record refused for itself: too large, or a 400 naming its line (docs/collector.md);
+        # any other 400 is a server that does not speak the API, and skips nothing
+        if status == 413 or (status == 400 and error.startswith("line 1:")):
             log.warning("the collector refused a measurement of %s (%d): %s", batch[0].file,
-                        status, payload.get("error", ""))
+                        status, error)
             self.report.refused += 1
             return None
-        raise _Refused(f"the collector answered {status}: {payload.get('error', '')}".rstrip(": "))
+        raise _Refused(f"the collector answered {status}: {error}".rstrip(": "))
 
     async def _post(self, body: bytes) -> tuple[int, dict] | str:
         """(status, answer) of the first final answer, or why every try failed."""

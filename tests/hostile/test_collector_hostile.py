@@ -58,11 +58,24 @@ async def _flood(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _not_a_collector(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    return web.json_response({"error": "bad request"}, status=400)
+
+
+async def _odd_types(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    return web.json_response({"stored": "all", "acknowledged": 5})
+
+
 CASES = [  # (name, handler, what the report's failure says, final)
     ("collector answers 200 with HTML", _not_json, "did not acknowledge", True),
     ("collector acknowledges other ids", _half, "did not acknowledge", True),
     ("collector never answers", _hang, "cannot reach the collector: TimeoutError", False),
     ("collector floods its answer", _flood, "did not acknowledge", True),
+    ("collector answers odd types", _odd_types, "did not acknowledge", True),
+    # a 400 naming no line refuses the request, not a record: nothing may be skipped
+    ("a server answering 400 to anything", _not_a_collector, "answered 400: bad request", True),
 ]
 
 
@@ -76,7 +89,7 @@ async def test_a_hostile_collector_costs_nothing(hostile, tmp_path, name, handle
                                                                  deadline=5.0))
             case.lost = len(sent) - report.pending  # every record still waits to be sent
         assert says in (report.failure or "") and report.final is final, report
-        assert report.sent == 0 and report.pending == len(sent)
+        assert report.sent == 0 and report.refused == 0 and report.pending == len(sent)
 
 
 async def test_a_trickled_body_gets_408_and_nothing_is_stored(hostile, tmp_path) -> None:
