@@ -28,6 +28,7 @@ CONTENT_TYPE = "application/x-ndjson"
 MAX_BODY = 8 << 20  # bytes per request
 MAX_BATCH = 200  # records per request
 
+_EPOCH = (946684800.0, 4102444800.0)  # 2000-01-01 and 2100-01-01 UTC, in UNIX seconds
 _OONI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 # the top-level fields a record must carry, each with the check it must pass (results/schema.json)
 _FIELDS: dict[str, tuple[str, Any]] = {
@@ -100,6 +101,7 @@ def check_record(record: object) -> Received:
                 raise BadRecord(f"{name}{key} is missing")
             if not ok(data[key]):
                 raise BadRecord(f"{name}{key} must be {expected}")
+    _check_index_values(record["test_keys"])
     vantage = record["annotations"].get("vantage")
     if not isinstance(vantage, str) or not vantage:
         raise BadRecord("annotations.vantage must be a non-empty string")
@@ -109,7 +111,21 @@ def check_record(record: object) -> Received:
             ) as exc:  # the shapes hostile input can take; a bug elsewhere still raises
         raise BadRecord(f"test_keys.evidence does not rebuild a measurement: "
                         f"{type(exc).__name__}") from None
+    if not _EPOCH[0] <= measurement.start_time < _EPOCH[1]:  # NaN fails too; names the file
+        raise BadRecord("test_keys.evidence.start_time is not a time between 2000 and 2100")
     return Received(record, measurement, uid(record), vantage)
+
+
+def _check_index_values(keys: dict[str, Any]) -> None:
+    """What the index copies from test_keys must be a single value (SQLite binds no list)."""
+    throttling = keys["throttling"] or {}
+    values = {f"test_keys.throttling.{k}": throttling.get(k)
+              for k in ("rate_bps", "control_rate_bps", "ratio", "method")}
+    values["test_keys.probe_blocking"] = keys.get("probe_blocking")
+    values["test_keys.blocking"] = keys.get("blocking")
+    for name, value in values.items():
+        if not (value is None or isinstance(value, str | int | float)):
+            raise BadRecord(f"{name} must be a single value")
 
 
 def parse_batch(body: bytes, max_batch: int = MAX_BATCH) -> list[Received]:

@@ -206,6 +206,10 @@ class Store:
             (domain, self.vantage.name, limit)).fetchall()
         return [(row[0], row[1]) for row in reversed(rows)]
 
+    def count(self) -> int:
+        """Rows in the index."""
+        return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
     def reindex(self) -> int:
         """Rebuilds the index from the JSON-lines files; returns the number of rows."""
         with self._db:

@@ -161,8 +161,14 @@ class Inbox:
         for received in batch:
             if self.known(received.uid):
                 continue
-            self.store.append_record(received.record, received.measurement, received.vantage)
             path = self.store.path_for(received.measurement.start_time)
+            before = _size(path)
+            try:
+                self.store.append_record(received.record, received.measurement, received.vantage)
+            except StoreError:
+                if _size(path) > before:  # written, not indexed: keep the id (a re-send is a
+                    self._keep(received.uid, received.vantage, path)  # duplicate), reindex later
+                raise
             self._keep(received.uid, received.vantage, path)
             new += 1
         return new
@@ -179,7 +185,8 @@ class Inbox:
 
     def _reconcile(self) -> int:
         """Keeps the ids of lines past each file's known size (a crash between writing a record
-        and keeping its id); returns how many; the index is rebuilt when there were any."""
+        and keeping its id); returns how many. The index is rebuilt when there were any, or
+        when it does not hold one row per id (an index write that failed)."""
         sizes = dict(self._db.execute("SELECT name, size FROM files").fetchall())
         found = 0
         for path in sorted(self.store.out_dir.glob("measurements-*.jsonl")):
@@ -195,9 +202,16 @@ class Inbox:
                     found += 1
             self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?)", (path.name, size))
             self._db.commit()
-        if found:
+        if found or self.store.count() != self.count():  # or an index write failed before
             self.store.reindex()
         return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _records_from(path: Path, offset: int):
