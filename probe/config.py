@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MEASURING = ("run", "check", "daemon")
-COMMANDS = ("run", "check", "daemon", "serve")
+COMMANDS = ("run", "check", "daemon", "serve", "upload")
 
 # TOML type names as a user reads them; "float" also takes an integer, "path" is a string
 # resolved against the file's directory (a unit file's config does not depend on the cwd).
@@ -48,13 +48,13 @@ KEYS: tuple[Key, ...] = (
     Key("controls", "third_party", "no_third_party", "boolean", invert=True),
     Key("controls", "helper", "helper_url", "string"),
     Key("controls", "helper_token", "helper_token", "string", secret=True),
-    Key("controls", "ca_file", "ca_file", "path"),
+    Key("controls", "ca_file", "ca_file", "path", (*MEASURING, "upload")),
     Key("vantage", "name", "vantage", "string"),
     Key("vantage", "asn", "probe_asn", "string"),
     Key("vantage", "country", "probe_cc", "string"),
     Key("run", "targets", "target_files", "list of paths", ("run", "daemon")),
     Key("run", "strict_lists", "strict", "boolean", ("run", "daemon")),
-    Key("run", "out", "out_dir", "path"),
+    Key("run", "out", "out_dir", "path", (*MEASURING, "upload")),
     Key("run", "concurrency", "concurrency", "integer", ("run", "daemon")),
     Key("run", "timeout", "timeout", "float"),
     Key("run", "throughput", "no_throughput", "boolean", invert=True),
@@ -65,6 +65,8 @@ KEYS: tuple[Key, ...] = (
     Key("daemon", "jitter", "jitter", "float", ("daemon",)),
     Key("daemon", "run_timeout", "run_timeout", "float", ("daemon",)),
     Key("daemon", "listen", "listen", "string", ("daemon",)),
+    Key("upload", "collector", "collector", "string", ("daemon", "upload")),
+    Key("upload", "token", "collector_token", "string", ("daemon", "upload"), secret=True),
     Key("serve", "host", "host", "string", ("serve",)),
     Key("serve", "port", "port", "integer", ("serve",)),
     Key("serve", "cert", "cert", "path", ("serve",)),
@@ -78,6 +80,8 @@ KEYS: tuple[Key, ...] = (
     Key("serve", "max_addresses", "max_addresses", "integer", ("serve",)),
     Key("serve", "allow_private_addresses", "allow_private_addresses", "boolean", ("serve",)),
     Key("serve", "insecure_http", "insecure_http", "boolean", ("serve",)),
+    Key("serve", "collector", "collector_dir", "path", ("serve",)),
+    Key("serve", "collector_tokens", "collector_tokens", "path", ("serve",)),
 )
 BY_NAME = {key.dotted: key for key in KEYS}
 SECTIONS = tuple(dict.fromkeys(key.section for key in KEYS))

@@ -50,7 +50,7 @@ def test_bad_options_exit_2_before_measuring(tmp_path, option: str, value: str) 
 def test_python_dash_m_probe_lists_every_command() -> None:
     done = subprocess.run([sys.executable, "-m", "probe", "--help"], capture_output=True,
                           text=True, timeout=60, check=True)
-    for command in ("run", "check", "results", "serve", "lab", "daemon"):
+    for command in ("run", "check", "results", "serve", "lab", "daemon", "upload"):
         assert f"  {command}" in done.stdout
 
 

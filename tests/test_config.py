@@ -302,6 +302,6 @@ def test_the_systemd_units_take_their_settings_from_the_config_file(tmp_path: Pa
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("command", ["run", "check", "daemon", "serve"])
+@pytest.mark.parametrize("command", ["run", "check", "daemon", "serve", "upload"])
 def test_every_configurable_command_takes_config(command: str) -> None:
     assert "--config FILE" in invoke(command, "--help").stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,7 +16,11 @@ from probe.cli.options import (
     measurement_options,
     targets_option,
 )
-from probe.monitoring.daemon import DEFAULT_LISTEN, Daemon, Schedule, serve
+from probe.cli.upload import TOKEN_ENV, collector_option, settings_or_exit
+from probe.monitoring.daemon import DEFAULT_LISTEN, Daemon, Runner, Schedule, serve
+
+if TYPE_CHECKING:
+    from probe.results.upload import UploadSettings
 
 log = logging.getLogger("probe.monitoring.daemon")
 
@@ -47,8 +52,12 @@ def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}", show_default=True,
               callback=_check_listen, help="Serve /metrics here (HOST:PORT).")
+@collector_option
+@click.option("--collector-token", envvar=TOKEN_ENV, metavar="TOKEN",
+              help=f"This vantage's collector token (or {TOKEN_ENV}).")
 def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, interval: float,
-           jitter: float, run_timeout: float, concurrency: int, listen: tuple[str, int]) -> None:
+           jitter: float, run_timeout: float, concurrency: int, listen: tuple[str, int],
+           collector: str | None, collector_token: str | None) -> None:
     """Measure on an interval and serve Prometheus metrics (stops on SIGTERM)."""
     from probe.cli.session import Session
 
@@ -56,7 +65,12 @@ def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, inte
     session = Session.open_or_exit(measurement, concurrency)
 
     schedule = Schedule(interval=interval, jitter=jitter, run_timeout=run_timeout)
-    worker = Daemon(targets, session.run, session.vantage, schedule, session.recorder)
+    runner: Runner = session.run
+    if collector:
+        settings = settings_or_exit(collector, collector_token, measurement.ca_file)
+        runner = _then_upload(runner, measurement.out_dir, settings)
+        log.warning("results are uploaded to %s after each run", settings.endpoint)
+    worker = Daemon(targets, runner, session.vantage, schedule, session.recorder)
     log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
                 len(targets), interval, jitter, *listen)
     for line in notices.contacts(measurement.controls()):  # every run contacts the same ones
@@ -66,3 +80,19 @@ def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, inte
     except OSError as exc:  # runs catch their own errors: this is the metrics server's bind
         raise click.BadParameter(f"cannot listen on {listen[0]}:{listen[1]}: "
                                  f"{exc.strerror or exc}", param_hint="--listen") from None
+
+
+def _then_upload(run: Runner, out_dir: Path, settings: UploadSettings) -> Runner:
+    """The runner, then an upload of the results in the background after each run (failed or
+    not): the next run never waits for it."""
+    from probe.results.upload import BackgroundUpload
+
+    background = BackgroundUpload(out_dir, settings)
+
+    async def run_then_upload(targets, on_result):  # noqa: ANN001 - the Runner signature
+        try:
+            return await run(targets, on_result)
+        finally:
+            background.kick()
+
+    return run_then_upload

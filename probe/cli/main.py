@@ -27,8 +27,9 @@ def _register() -> None:
     from probe.cli.results import results
     from probe.cli.serve import serve
     from probe.cli.targets import targets
+    from probe.cli.upload import upload
 
-    for command in (run, check, results, serve, daemon, lab, config, targets):
+    for command in (run, check, results, serve, daemon, lab, config, targets, upload):
         main.add_command(command)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,7 @@ from probe.cli.config import config_option
 from probe.cli.options import check_ca_file
 from probe.model import Settings
 from probe.server.app import ServerConfig, server_ssl_context, start
+from probe.server.collector import CollectorConfig, CollectorError, Tokens
 from probe.server.loop import install as install_loop_handler
 from probe.server.outside import Policy
 
@@ -58,14 +60,22 @@ async def _serve(config: ServerConfig, host: str, port: int, cert: str | None, k
 @click.option("--allow-private-addresses", is_flag=True,
               help="Let requests reach loopback/private addresses (labs only: an SSRF risk).")
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP without --cert/--key (tests).")
+@click.option("--collector", "collector_dir", type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Also collect vantages' results into DIR (docs/collector.md).")
+@click.option("--collector-tokens", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="The collector's tokens: `VANTAGE TOKEN` per line.")
 def serve(
     host: str, port: int, cert: str | None, key: str | None, token: str | None,
     ca_file: str | None, resolver: str, timeout: float, deadline: float | None,
     max_concurrency: int, max_addresses: int, allow_private_addresses: bool, insecure_http: bool,
+    collector_dir: Path | None, collector_tokens: Path | None,
 ) -> None:
-    """Serve control measurements and bulk downloads to probes."""
+    """Serve control measurements and bulk downloads to probes (and, with --collector, collect
+    their results)."""
     if bool(cert) != bool(key):
         raise click.UsageError("--cert and --key go together")
+    if bool(collector_dir) != bool(collector_tokens):
+        raise click.UsageError("--collector and --collector-tokens go together")
     if not cert and not insecure_http:
         raise click.UsageError("give --cert and --key, or --insecure-http for plain HTTP")
     config = ServerConfig(
@@ -74,12 +84,24 @@ def serve(
         token=token or None,
         max_concurrency=max_concurrency,
         deadline=deadline,
+        collector=_collector(collector_dir, collector_tokens),
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground helper stops
             asyncio.run(_serve(config, host, port, cert, key))
+    except CollectorError as exc:  # the folder is opened as the server starts
+        raise click.BadParameter(str(exc), param_hint="--collector") from None
     except OSError as exc:  # the listening socket: address in use, or not ours to bind
         raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                                  param_hint="--port") from None
+
+
+def _collector(out_dir: Path | None, tokens: Path | None) -> CollectorConfig | None:
+    if out_dir is None or tokens is None:
+        return None
+    try:
+        return CollectorConfig(out_dir, Tokens.load(tokens))
+    except CollectorError as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector-tokens") from None
 
 

@@ -123,14 +123,19 @@ class Store:
         of our public IP) can be added before the targets measured with them are appended."""
         # one test_start_time per report: the run's start its id carries, else its first target's
         start = self._report_starts.setdefault(report_id, report_start(report_id) or m.start_time)
-        record = to_ooni(m, report_id, self.vantage, test_start_time=start)
+        return self.append_record(to_ooni(m, report_id, self.vantage, test_start_time=start), m)
+
+    def append_record(self, record: dict[str, Any], m: TargetMeasurement,
+                      vantage: str | None = None) -> dict[str, Any]:
+        """Writes one OONI-format record of `m` (made by `append`, or received by a collector
+        from vantage `vantage`) durably, indexes it, and returns the record written."""
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
         self._ensure_folder()
         path = self.path_for(m.start_time)
         _append_line(path, line)
         written = json.loads(line)
         try:
-            self._index(written, m, path)
+            self._index(written, m, path, vantage)
         except sqlite3.Error as exc:  # the record is safe in the JSON lines; reindex restores
             raise StoreError(f"stored {path.name} but could not index it: {_why(exc)}") from exc
         return written
@@ -200,6 +205,10 @@ class Store:
             " ORDER BY start_time DESC, id DESC LIMIT ?",
             (domain, self.vantage.name, limit)).fetchall()
         return [(row[0], row[1]) for row in reversed(rows)]
+
+    def count(self) -> int:
+        """Rows in the index."""
+        return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
 
     def reindex(self) -> int:
         """Rebuilds the index from the JSON-lines files; returns the number of rows."""

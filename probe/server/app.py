@@ -2,8 +2,8 @@
 
 Routes: POST /api/v1/control (bearer token when configured), GET /bulk (any SNI, for throughput
 A/B tests; see probe.server.bulk), GET /healthz, and `/` for the OONI test-helper protocol
-(probe.server.ooni_th). Every request is bounded: body size, per
-operation timeout, a total deadline, and a cap on concurrent control requests (503 when full,
+(probe.server.ooni_th), and with a collector POST /api/v1/measurements (probe.server.collector).
+Every request is bounded: body size, per operation timeout, a total deadline, and a cap on concurrent control requests (503 when full,
 rather than a queue that grows without bound), and slow clients are cut off: a connection owes
 a complete request head within `header_timeout` of connecting or of its last answer, and a
 request body within `body_timeout` (408). Errors are JSON: {"error": "..."}.
@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -33,8 +34,12 @@ from probe.helper_api import (
     parse_request,
 )
 from probe.model import Evidence, Settings
+from probe.results.collector_api import PATH as COLLECTOR_PATH
 from probe.server.bulk import handle_bulk
 from probe.server.outside import Policy, measure_outside
+
+if TYPE_CHECKING:
+    from probe.server.collector import CollectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,13 @@ class ServerConfig:
     max_body: int = MAX_BODY
     header_timeout: float = 10.0  # seconds to send a request head (slowloris)
     body_timeout: float = 10.0  # seconds to send a request body
+    collector: CollectorConfig | None = None  # POST /api/v1/measurements (server/collector.py)
+
+    def body_limit(self, path: str) -> int:
+        """Bytes a request body to `path` may hold (the collector takes batches)."""
+        if self.collector is not None and path == f"/{COLLECTOR_PATH}":
+            return self.collector.max_body
+        return self.max_body
 
     def request_deadline(self) -> float:
         return self.deadline if self.deadline is not None else 4 * self.settings.timeout
@@ -120,6 +132,9 @@ async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
     slow.enter(protocol)
     try:
         if request.body_exists:
+            limit = config.body_limit(request.path)
+            if limit != config.max_body:
+                request = request.clone(client_max_size=limit)
             try:
                 async with asyncio.timeout(config.body_timeout):
                     await request.read()  # raises 413 past client_max_size
@@ -127,7 +142,7 @@ async def _bounded_reads(request: web.Request, handler) -> web.StreamResponse:
                 return _closing(408, f"request body not received within {config.body_timeout} s")
             except web.HTTPRequestEntityTooLarge:
                 status = 400 if request.path == "/" else 413  # OONI's protocol says 400
-                return _closing(status, f"request body larger than {config.max_body} bytes")
+                return _closing(status, f"request body larger than {limit} bytes")
         return await handler(request)
     finally:
         slow.leave(protocol)
@@ -210,7 +225,7 @@ async def handle_health(request: web.Request) -> web.Response:
     state, config = request.app[STATE], request.app[CONFIG]
     return web.json_response({
         "status": "ok", "active": state.active, "max_concurrency": config.max_concurrency,
-        "bulk": True,
+        "bulk": True, "collector": config.collector is not None,
     })
 
 
@@ -228,6 +243,10 @@ def make_app(config: ServerConfig | None = None) -> web.Application:
     from probe.server.ooni_th import handle_th  # it uses this module's keys and bounds
 
     app.router.add_route("*", "/", handle_th)
+    if config.collector is not None:
+        from probe.server.collector import install  # it uses this module's helpers
+
+        install(app, config.collector)
     return app
 
 
