@@ -24,11 +24,12 @@ def _register() -> None:
     from probe.cli.daemon import daemon
     from probe.cli.lab import lab
     from probe.cli.measure import check, run
+    from probe.cli.report import report
     from probe.cli.results import results
     from probe.cli.serve import serve
     from probe.cli.targets import targets
 
-    for command in (run, check, results, serve, daemon, lab, config, targets):
+    for command in (run, check, results, report, serve, daemon, lab, config, targets):
         main.add_command(command)
 
 
