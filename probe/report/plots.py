@@ -2,8 +2,8 @@
 
 Figures are built with matplotlib's object API (no pyplot: no GUI backend, no global state);
 text stays text (`svg.fonttype: none`, a generic font family: nothing is fetched) and the ids
-inside each SVG are salted with the figure's name, so several figures inline in one page never
-share an id and the output is the same for the same data.
+inside each SVG are prefixed with the figure's name, so several figures inline in one page never
+share an id; the output is the same for the same data.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def _svg(fig: Any, salt: str) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     svg = _PROLOGUE.sub("", buf.getvalue(), count=1)  # no XML prologue or DOCTYPE inline
+    # matplotlib numbers its ids per figure (axes_1, ...): prefix them, and every reference
+    svg = re.sub(r'(\bid="|url\(#|href="#)', lambda m: f"{m.group(1)}{salt}-", svg)
     # scale with the page: the drawing keeps its aspect ratio through its viewBox
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="plot"', svg,
                   count=1)
