@@ -82,8 +82,8 @@ def test_clicking_a_heading_sorts_the_table_by_value(page: Path, tmp_path: Path)
     run = chromium.dom(_with_script(page, click, tmp_path))
     assert run.console == []
     body = run.stdout[run.stdout.index('<table id="targets"'):]
-    # the rate cells: <td ... data-label="rate / control" data-v="RATE">127 kbit/s / 2.2 Gbit/s
-    rates = [float(v) for v in re.findall(r'"rate / control" data-v="([^"]+)">', body)]
+    # the rate cells: <td ... data-label="rate / control" data-v="RATE">127 kbit/s<br>...
+    rates = [float(v) for v in re.findall(r'"rate / control" data-v="([^"]+)">[^<]', body)]
     assert len(rates) >= 6 and rates == sorted(rates)
     assert 'aria-sort="ascending"' in body
 

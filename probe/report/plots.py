@@ -50,27 +50,24 @@ def _colour(side: str) -> str:
 
 
 def _curves(ax: Any, t: Throttle) -> None:
-    """Cumulative KiB against seconds since each flow's first byte (log: a control flow may
-    end in a millisecond while a policed one crawls for seconds), both sides overlaid."""
+    """Each flow's cumulative KiB where and when it ran: target and control flows alternate
+    (A B A B) over the same path, so a policed target crawls between controls that finish at
+    once."""
     labelled: set[str] = set()
-    times = [s for f in t.flows for s, _ in f.samples if s > 0]
-    first = max(min(times, default=1e-3) / 2, 1e-5)
     for f in t.flows:
-        points = [(max(s, first), b / 1024) for s, b in f.samples]
-        if not points:
+        if not f.samples:
             continue
         label = None if f.side in labelled else f"{f.side}: SNI {f.sni or '(own object)'}"
         labelled.add(f.side)
-        ax.plot(*zip(*points, strict=True), color=_colour(f.side), lw=1.6, marker="o", ms=2.5,
-                label=label, alpha=0.85, drawstyle="steps-post")
-    top = max((f.bytes_received for f in t.flows), default=1024) / 1024 * 1.1
-    ax.set_xscale("log")
-    ax.set_xlim(first, max(times, default=1.0) * 1.5)
-    ax.set_ylim(0, top)
-    ax.set_xlabel("seconds since the flow's first byte (log)")
-    ax.set_ylabel("KiB received (cumulative)")
-    ax.set_title("Every flow: bytes over time", loc="left", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
+        xs = [f.start + s for s, _ in f.samples]
+        ys = [b / 1024 for _, b in f.samples]
+        ax.plot(xs, ys, color=_colour(f.side), lw=1.8, marker="o", ms=2.5, label=label)
+    top = max((f.bytes_received for f in t.flows), default=1024) / 1024
+    ax.set_ylim(0, top * 1.25)  # room for the legend above the tallest flow
+    ax.set_xlabel("seconds since the target's measurement began")
+    ax.set_ylabel("KiB received by the flow")
+    ax.set_title("Every flow, in the order they ran", loc="left", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, frameon=False, ncols=2)
     ax.grid(alpha=0.3)
 
 
