@@ -142,9 +142,12 @@ def test_since_gives_each_target_its_latest_verdict_and_a_timeline(out: Path) ->
     report = _report(out, since=SINCE)
     assert len(report.runs) == 6 and report.measurements == 18
     assert len({(r.url, r.vantage) for r in report.rows}) == len(report.rows) == 10
-    abs_ = next(t for t in report.timelines if t.domain == "abs.twimg.com")
+    abs_ = next(t for t in report.timelines if t.target == "abs.twimg.com")
     assert [p.verdict for p in abs_.points] == ["throttled", "accessible"]
     assert report.timelines[0].changed  # changes are listed first
+    targets = [t.target for t in report.timelines]
+    assert len(targets) == len(set(targets)) == 10  # one line per URL, told apart
+    assert "http://navalny.com/" in targets and "navalny.com" in targets
     assert next(r for r in report.rows if r.domain == "abs.twimg.com").verdict == "accessible"
     assert "throttled → accessible" in markdown(report)
     assert "Verdicts over time" in html(report)
@@ -233,12 +236,33 @@ def test_direct_flows_are_told_apart_by_their_url() -> None:
     assert [f.side for f in _flows(m)] == ["target", "control"]
 
 
-def test_matplotlib_is_imported_only_to_draw() -> None:
+def test_matplotlib_is_imported_only_to_draw_and_measuring_code_never() -> None:
     code = ("import sys, probe.cli.main, probe.report.build, probe.report.render, "
             "probe.report.gather; print('matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "False"
+    code = ("import sys, probe.report.build, probe.report.render, probe.report.plots; "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('probe.')} "
+            "& {'measure', 'runner', 'throttling', 'server', 'lab', 'cli'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_long_timeline_is_cut_and_says_so() -> None:
+    from probe.report import plots
+    from probe.report.model import Point, Timeline
+
+    lines = tuple(Timeline(f"site{i:03}.example", (
+        Point("2026-11-20 10:00:00", "accessible", "r1"),
+        Point("2026-11-21 10:00:00", "blocked" if i < 5 else "accessible", "r2")))
+        for i in range(plots.MAX_TIMELINE_ROWS + 10))
+    svg = plots.timeline_svg(lines)
+    assert "site000.example" in svg and f"site{plots.MAX_TIMELINE_ROWS - 1:03}.example" in svg
+    assert f"site{plots.MAX_TIMELINE_ROWS:03}.example" not in svg
+    assert svg.index(">blocked<") < svg.index(">accessible<")  # the legend: worst first
+
 
 
 def test_cli_writes_each_format(out: Path, tmp_path: Path) -> None:

@@ -94,6 +94,12 @@ def _latest_per_target(stored: Sequence[Stored]) -> list[Stored]:
     return list(latest.values())
 
 
+def _label(url: str) -> str:
+    """The host for the usual https://host/, else the whole URL (one host, several URLs)."""
+    host = urlsplit(url).hostname or url
+    return host if url == f"https://{host}/" else url
+
+
 def _timelines(stored: Sequence[Stored]) -> tuple[Timeline, ...]:
     points: dict[str, list[Point]] = {}
     for s in stored:
@@ -101,8 +107,8 @@ def _timelines(stored: Sequence[Stored]) -> tuple[Timeline, ...]:
         assert v is not None
         points.setdefault(s.record.get("input", ""), []).append(
             Point(s.record.get("measurement_start_time", ""), v.verdict, s.record["report_id"]))
-    lines = [Timeline(urlsplit(url).hostname or url, tuple(p)) for url, p in points.items()]
-    return tuple(sorted(lines, key=lambda line: (not line.changed, line.domain)))
+    lines = [Timeline(_label(url), tuple(p)) for url, p in points.items()]
+    return tuple(sorted(lines, key=lambda line: (not line.changed, line.target)))
 
 
 def _order(s: Stored) -> tuple[int, str]:

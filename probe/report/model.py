@@ -6,7 +6,7 @@ so the JSON format is this model as it is and the renderers need no knowledge of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # the order verdicts are listed in, worst first (counts, sorting, colours)
@@ -110,7 +110,7 @@ class Point:
 
 @dataclass(frozen=True)
 class Timeline:
-    domain: str
+    target: str  # the host, or the URL when it is not https://host/
     points: tuple[Point, ...]  # oldest first
 
     @property
@@ -133,7 +133,6 @@ class Report:
     throttles: tuple[Throttle, ...]
     blocks: tuple[Block, ...]
     timelines: tuple[Timeline, ...] = ()  # with --since only
-    notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

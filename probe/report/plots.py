@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.report.fmt import COLOURS, CONTROL_COLOUR, TARGET_COLOUR, rate
-from probe.report.model import Throttle, Timeline
+from probe.report.model import VERDICTS, Throttle, Timeline
 
 _RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9,
        "axes.spines.top": False, "axes.spines.right": False}
@@ -118,10 +118,14 @@ def timeline_svg(timelines: Sequence[Timeline]) -> str:
                 ax.scatter([when], [y], marker="s", s=60, color=COLOURS.get(p.verdict, "#000"),
                            label=None if p.verdict in seen else p.verdict)
                 seen.add(p.verdict)
-        ax.set_yticks(range(len(shown)), [line.domain for line in shown])
+        ax.set_yticks(range(len(shown)), [line.target for line in shown])
         ax.set_ylim(-0.7, len(shown) - 0.3)
         ax.set_xlabel("measurement start (UTC)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: VERDICTS.index(labels[i])
+                       if labels[i] in VERDICTS else len(VERDICTS))
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         ax.grid(alpha=0.3, axis="x")
         fig.autofmt_xdate()
 
