@@ -164,7 +164,9 @@ def test_json_and_markdown_carry_the_same_findings(out: Path) -> None:
     text = markdown(report)
     assert text.startswith("# Blocking and throttling report")
     for row in report.rows:
-        assert f"| {row.domain} | **{row.verdict}** |" in text
+        shown = row.domain if row.url == f"https://{row.domain}/" else row.url
+        assert f"| {shown} | **{row.verdict}** |" in text
+    assert "\n\n## Blocked\n\n### " in text  # headings stand apart from tables
     assert "| TLS handshake ✗ |" in text and "connection_reset" in text
 
 
@@ -274,6 +276,8 @@ def test_cli_writes_each_format(out: Path, tmp_path: Path) -> None:
         assert done.exit_code == 0, done.output
         assert target.stat().st_size > 1000
     assert json.loads((tmp_path / "r.json").read_text())["measurements"] == 18
+    done = runner.invoke(main, ["report", "--out", str(out), "-o", str(tmp_path / "x.md")])
+    assert done.exit_code == 0 and (tmp_path / "x.md").read_text().startswith("# ")
     done = runner.invoke(main, ["report", "--out", str(out), "--format", "md"])
     assert done.exit_code == 0 and "pbs.twimg.com" not in done.output  # the latest run only
     assert "| navalny.com | **blocked** |" in done.output

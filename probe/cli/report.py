@@ -29,10 +29,10 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
               help="Report every run since DATE (UTC), with each target's verdicts over time.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here (default: stdout).")
-@click.option("--format", "form", type=click.Choice(["html", "json", "md"]), default="html",
-              show_default=True)
+@click.option("--format", "form", type=click.Choice(["html", "json", "md"]),
+              help="Default: from -o's suffix (.json, .md), else html.")
 def report(out_dir: Path, report_id: str | None, since: datetime | None, output: Path | None,
-           form: str) -> None:
+           form: str | None) -> None:
     """A report of stored results: summary, targets table, and the evidence of every throttled
     or blocked target (with --format html: one self-contained page with figures)."""
     from probe.report.build import build
@@ -47,6 +47,9 @@ def report(out_dir: Path, report_id: str | None, since: datetime | None, output:
     except (NothingToReport, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    if form is None:
+        suffix = output.suffix.lower() if output else ""
+        form = {".json": "json", ".md": "md", ".markdown": "md"}.get(suffix, "html")
     scope = f"since {since:%Y-%m-%d %H:%M} UTC" if since else f"run {stored[0].record['report_id']}"
     text = render(build(stored, scope, timeline=since is not None), form)
     if output is None:
