@@ -69,3 +69,10 @@ def screenshot(page: Path, png: Path, width: int, height: int, timeout: float = 
 def dom(page: Path, width: int = 1280, height: int = 900, timeout: float = 90) -> Run:
     """The DOM once the page has loaded (its scripts have run), on stdout."""
     return _run(["--dump-dom", f"--window-size={width},{height}", page.as_uri()], timeout)
+
+
+def pdf(page: Path, out: Path, timeout: float = 90) -> Run:
+    """The page printed (its print CSS applies), as chromium's print-to-PDF makes it."""
+    run = _run(["--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()], timeout)
+    assert out.exists(), run.stderr[-2000:]
+    return run

@@ -64,16 +64,29 @@ def test_the_report_renders_without_errors_and_is_not_blank(page: Path, tmp_path
         assert _pixels_near(small, COLOURS[verdict]) > 20, verdict
 
 
-def test_a_phone_needs_no_sideways_scrolling(page: Path, tmp_path: Path) -> None:
-    probed = _with_script(page, "document.body.setAttribute('data-fit', "
-                          "document.documentElement.scrollWidth + ' ' + window.innerWidth);",
-                          tmp_path)
-    run = chromium.dom(probed, width=390, height=844)
-    found = re.search(r'data-fit="(\d+) (\d+)"', run.stdout)
+@pytest.mark.parametrize("width", [390, 800, 1280])  # a phone, a tablet, a laptop
+def test_no_sideways_scrolling_at_any_width(page: Path, tmp_path: Path, width: int) -> None:
+    probed = _with_script(page, "var t = document.getElementById('targets');"
+                          "document.body.setAttribute('data-fit', [window.innerWidth, "
+                          "document.documentElement.scrollWidth, t.scrollWidth, "
+                          "t.parentNode.clientWidth].join(' '));", tmp_path)
+    run = chromium.dom(probed, width=width, height=844)
+    found = re.search(r'data-fit="(\d+) (\d+) (\d+) (\d+)"', run.stdout)
     assert found, run.stderr[-2000:]
-    scroll, inner = map(int, found.groups())
-    assert inner <= 500 and scroll <= inner, (scroll, inner)
+    inner, page_width, table, room = map(int, found.groups())
+    # headless chromium lays a --dump-dom page out at least 500 px wide: still a phone's layout
+    assert inner == max(width, 500) and page_width <= inner, (inner, page_width)
+    assert table <= room, (table, room)  # the targets table fits, not hidden in a scroller
     assert run.console == []
+
+
+def test_the_report_prints(page: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.pdf"
+    run = chromium.pdf(page, out)
+    assert run.console == [] and run.requests == set()
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 3  # summary, plots, evidence
 
 
 def test_clicking_a_heading_sorts_the_table_by_value(page: Path, tmp_path: Path) -> None:
