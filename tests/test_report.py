@@ -305,3 +305,13 @@ def test_unreadable_records_are_skipped(tmp_path: Path) -> None:
     with open(out / "measurements-2026-11-24.jsonl", "a") as f:
         f.write('{"test_keys": {"evidence": 1}, "report_id": "x"}\n{"torn": ')
     assert _report(out, since=SINCE).measurements == 18
+
+
+def test_json_lines_without_their_index_are_reported(tmp_path: Path) -> None:
+    """A volunteer sends only the measurements file: the index is rebuilt from it."""
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    (folder / "measurements-2026-11-24.jsonl").write_bytes(FIXTURE.read_bytes())
+    report = _report(folder)
+    assert [r.domain for r in report.rows] == ["navalny.com", "www.example.com"]
+    assert (folder / "index.sqlite").exists()

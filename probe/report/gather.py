@@ -40,6 +40,8 @@ def _since_files(out_dir: Path, since: datetime) -> list[Path]:
 
 
 def _run_files(store: Store, report_id: str | None) -> tuple[str, list[Path]]:
+    if not store.runs(1) and any(store.out_dir.glob("measurements-*.jsonl")):
+        store.reindex()  # JSON lines copied without their index (sent by a volunteer)
     rows = store.latest(report_id)
     if not rows:
         raise NothingToReport(f"no run {report_id} in {store.out_dir}" if report_id
