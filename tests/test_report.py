@@ -14,9 +14,7 @@ from typing import Any
 
 import factories
 import pytest
-from click.testing import CliRunner
 
-from probe.cli.main import main
 from probe.model import Target
 from probe.report.build import build
 from probe.report.gather import NothingToReport, gather
@@ -267,39 +265,6 @@ def test_a_long_timeline_is_cut_and_says_so() -> None:
 
 
 
-def test_cli_writes_each_format(out: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
-    for form in ("html", "json", "md"):
-        target = tmp_path / f"r.{form}"
-        done = runner.invoke(main, ["report", "--out", str(out), "--since", "2026-11-24",
-                                    "-o", str(target), "--format", form])
-        assert done.exit_code == 0, done.output
-        assert target.stat().st_size > 1000
-    assert json.loads((tmp_path / "r.json").read_text())["measurements"] == 18
-    done = runner.invoke(main, ["report", "--out", str(out), "-o", str(tmp_path / "x.md")])
-    assert done.exit_code == 0 and (tmp_path / "x.md").read_text().startswith("# ")
-    done = runner.invoke(main, ["report", "--out", str(out), "--format", "md"])
-    assert done.exit_code == 0 and "pbs.twimg.com" not in done.output  # the latest run only
-    assert "| navalny.com | **blocked** |" in done.output
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--report-id", "nope"], "no run nope"),
-    (["--since", "yesterday"], "expected a date"),
-    (["--since", "2026-11-24", "--report-id", "x"], "exclude each other"),
-])
-def test_cli_refuses_bad_input_with_status_2(out: Path, args: list[str], message: str) -> None:
-    done = CliRunner().invoke(main, ["report", "--out", str(out), *args])
-    assert done.exit_code == 2 and message in done.output
-
-
-def test_cli_on_a_missing_folder_creates_nothing(tmp_path: Path) -> None:
-    missing = tmp_path / "none"
-    done = CliRunner().invoke(main, ["report", "--out", str(missing)])
-    assert done.exit_code == 2 and "no results folder" in done.output
-    assert not missing.exists()
-
-
 def test_unreadable_records_are_skipped(tmp_path: Path) -> None:
     out = _store(tmp_path)
     with open(out / "measurements-2026-11-24.jsonl", "a") as f:
@@ -315,3 +280,14 @@ def test_json_lines_without_their_index_are_reported(tmp_path: Path) -> None:
     report = _report(folder)
     assert [r.domain for r in report.rows] == ["navalny.com", "www.example.com"]
     assert (folder / "index.sqlite").exists()
+
+
+def test_two_vantages_are_kept_apart(tmp_path: Path) -> None:
+    records = _records()
+    for r in records[::2]:
+        r["annotations"]["vantage"] = "second-isp"
+    report = _report(_store(tmp_path, records), since=SINCE)
+    assert len(report.vantages) == 2
+    assert any(t.target.endswith(" @ second-isp") for t in report.timelines)
+    assert any(t.target.endswith(" @ unnamed") for t in report.timelines)
+    assert "<th>Vantage</th>" in html(report)

@@ -101,13 +101,16 @@ def _label(url: str) -> str:
 
 
 def _timelines(stored: Sequence[Stored]) -> tuple[Timeline, ...]:
-    points: dict[str, list[Point]] = {}
+    """A line per URL and vantage (the vantage named only when there are several)."""
+    points: dict[tuple[str, str], list[Point]] = {}
     for s in stored:
         v = s.measurement.verdict
         assert v is not None
-        points.setdefault(s.record.get("input", ""), []).append(
+        points.setdefault((s.record.get("input", ""), _vantage(s.record)), []).append(
             Point(s.record.get("measurement_start_time", ""), v.verdict, s.record["report_id"]))
-    lines = [Timeline(_label(url), tuple(p)) for url, p in points.items()]
+    several = len({vantage for _, vantage in points}) > 1
+    lines = [Timeline(_label(url) + (f" @ {vantage.split(' (')[0]}" if several else ""),
+                      tuple(p)) for (url, vantage), p in points.items()]
     return tuple(sorted(lines, key=lambda line: (not line.changed, line.target)))
 
 
