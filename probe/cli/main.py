@@ -24,12 +24,13 @@ def _register() -> None:
     from probe.cli.daemon import daemon
     from probe.cli.lab import lab
     from probe.cli.measure import check, run
+    from probe.cli.report import report
     from probe.cli.results import results
     from probe.cli.serve import serve
     from probe.cli.targets import targets
     from probe.cli.upload import upload
 
-    for command in (run, check, results, serve, daemon, lab, config, targets, upload):
+    for command in (run, check, results, report, serve, daemon, lab, config, targets, upload):
         main.add_command(command)
 
 
