@@ -10,6 +10,7 @@ retried) and retry (429, 5xx, no answer). The queue and the retries are in remot
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import ssl
 import time
@@ -125,11 +126,12 @@ def open_session(config: RemoteWriteConfig) -> aiohttp.ClientSession:
     headers = dict(HEADERS)
     if config.token:
         headers["Authorization"] = f"Bearer {config.token}"
-    auth = aiohttp.BasicAuth(config.user, config.password) if config.user and config.password \
-        else None
+    elif config.user and config.password:  # RFC 7617
+        pair = f"{config.user}:{config.password}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
     tls = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
     return aiohttp.ClientSession(
-        headers=headers, auth=auth, connector=aiohttp.TCPConnector(ssl=tls or True, limit=1),
+        headers=headers, connector=aiohttp.TCPConnector(ssl=tls or True, limit=1),
         timeout=aiohttp.ClientTimeout(total=config.timeout))
 
 
