@@ -27,7 +27,14 @@ from probe.model import Vantage
 from probe.monitoring.daemon import Daemon, Schedule, serve
 from probe.monitoring.metrics import ResultsCollector, snapshot_of_run
 from probe.monitoring.remote_queue import RemoteWriter, WriterCollector
-from probe.monitoring.remote_write import HEADERS, RemoteWriteConfig, decode, encode, push_once
+from probe.monitoring.remote_write import (
+    HEADERS,
+    RemoteWriteConfig,
+    decode,
+    encode,
+    families_of,
+    push_once,
+)
 
 VANTAGE = Vantage(name="msk-1", asn="AS65001", cc="RU")
 FAST = {"min_backoff": 0.05, "max_backoff": 0.2, "timeout": 5.0}
@@ -79,7 +86,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def test_a_request_is_a_snappy_block_writerequest_with_sorted_labels_and_one_timestamp() -> None:
-    batch = encode(collectors(), 1_700_000_000_123)
+    batch = encode(families_of(collectors()), 1_700_000_000_123)
     raw = bytes(cramjam.snappy.decompress_raw(batch.body))  # block format, not framed
     assert len(raw) == batch.raw_bytes > len(batch.body)
     request = decode(batch.body)
@@ -213,7 +220,7 @@ def test_timestamps_never_go_backwards_even_if_the_clock_does() -> None:
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_it() -> None:
-    one = len(encode(collectors(), 1).body)
+    one = len(encode(families_of(collectors()), 1).body)
     writer = RemoteWriter(RemoteWriteConfig("http://127.0.0.1/", queue_bytes=3 * one + one // 2),
                           collectors(), clock=iter(range(1, 100)).__next__)
     writer.collectors.append(WriterCollector(writer, VANTAGE))

@@ -29,6 +29,7 @@ from probe.monitoring.remote_write import (
     Batch,
     RemoteWriteConfig,
     encode,
+    families_of,
     now_ms,
     open_session,
     send,
@@ -66,10 +67,22 @@ class RemoteWriter:
         self._failing_since: float | None = None
 
     def collect_now(self) -> Batch:
-        """Encodes every sample now; timestamps never go backwards (a receiver would refuse an
-        out-of-order sample), even if the wall clock does."""
+        """Encodes every sample now and queues it."""
+        return self._enqueue(encode(families_of(self.collectors), self._next_ms()))
+
+    async def collect_in_thread(self) -> Batch:
+        """The same, with the encoding (the costly part) off the event loop, so a large target
+        list does not stall a measurement running beside it."""
+        families, stamp = families_of(self.collectors), self._next_ms()
+        return self._enqueue(await asyncio.to_thread(encode, families, stamp))
+
+    def _next_ms(self) -> int:
+        """Timestamps never go backwards (a receiver refuses an out-of-order sample), even if the
+        wall clock does."""
         self._last_ms = max(self._clock(), self._last_ms + 1)
-        batch = encode(self.collectors, self._last_ms)
+        return self._last_ms
+
+    def _enqueue(self, batch: Batch) -> Batch:
         self._queue.append(batch)
         self.stats.queued_bytes += len(batch.body)
         self.stats.queued_samples += batch.samples
@@ -131,7 +144,7 @@ class RemoteWriter:
             sender = asyncio.create_task(self._send_forever(session))
             try:
                 while not stop.is_set():
-                    self.collect_now()
+                    await self.collect_in_thread()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.config.interval)
                     if sender.done():

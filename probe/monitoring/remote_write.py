@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import cramjam
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from probe.monitoring.prompb.remote_pb2 import Label, Sample, TimeSeries, WriteRequest
+from probe.monitoring.prompb.remote_pb2 import WriteRequest
 
 HEADERS = {
     "Content-Encoding": "snappy",
@@ -84,26 +85,33 @@ class Answer:
 # --- encoding --------------------------------------------------------------------------------
 
 
-def series_of(collectors: Iterable[Collector]) -> list[tuple[tuple[tuple[str, str], ...], float]]:
-    """(sorted labels with __name__, value) of every sample the collectors give now."""
+def families_of(collectors: Iterable[Collector]) -> list[Metric]:
+    """Every family the collectors give now: cheap, and a consistent view to encode later."""
+    return [family for collector in collectors for family in collector.collect()]
+
+
+def series_of(families: Iterable[Metric]) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+    """(sorted labels with __name__, value) of every sample."""
     out = []
-    for collector in collectors:
-        for family in collector.collect():
-            for s in family.samples:
-                if s.value is None or math.isnan(s.value):
-                    continue  # nothing to say (a NaN would read as a staleness marker)
-                labels = tuple(sorted({**s.labels, "__name__": s.name}.items()))
-                out.append((labels, float(s.value)))
+    for family in families:
+        for s in family.samples:
+            if s.value is None or math.isnan(s.value):
+                continue  # nothing to say (a NaN would read as a staleness marker)
+            labels = tuple(sorted({**s.labels, "__name__": s.name}.items()))
+            out.append((labels, float(s.value)))
     return out
 
 
-def encode(collectors: Iterable[Collector], timestamp_ms: int) -> Batch:
-    series = series_of(collectors)
-    request = WriteRequest(timeseries=[
-        TimeSeries(labels=[Label(name=k, value=v) for k, v in labels],
-                   samples=[Sample(value=value, timestamp=timestamp_ms)])
-        for labels, value in series
-    ])
+def encode(families: Iterable[Metric], timestamp_ms: int) -> Batch:
+    """One WriteRequest of every sample at `timestamp_ms`, snappy-compressed. Pure CPU (about
+    0.3 s for 1,000 targets): the daemon runs it in a thread."""
+    request = WriteRequest()
+    series = series_of(families)
+    for labels, value in series:
+        ts = request.timeseries.add()
+        for name, label_value in labels:
+            ts.labels.add(name=name, value=label_value)
+        ts.samples.add(value=value, timestamp=timestamp_ms)
     raw = request.SerializeToString()
     return Batch(bytes(cramjam.snappy.compress_raw(raw)), len(series), timestamp_ms, len(raw))
 
@@ -170,7 +178,7 @@ async def push_once(collectors: Iterable[Collector], config: RemoteWriteConfig,
                     deadline: float = 60.0) -> Answer:
     """One collection pushed now (`probe run`), retried with backoff until `deadline` seconds;
     the last answer tells how it ended."""
-    batch = encode(collectors, now_ms())
+    batch = encode(families_of(collectors), now_ms())
     answer = Answer("retry", None, "deadline passed before any answer")
     failures = 0
     async with open_session(config) as session:
