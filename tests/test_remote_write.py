@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import ssl
+import subprocess
 import time
+import urllib.request
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +21,10 @@ from pathlib import Path
 import cramjam
 import pytest
 import trustme
+import yaml
 from aiohttp import web
 from dnsserver import Rule
-from promstack import free_port, needs, prometheus, sample_run
+from promstack import PROMETHEUS, free_port, needs, prometheus, sample_run
 from test_cli import _targets_file, invoke
 from test_runner import isp, lab  # noqa: F401 (fixtures)
 
@@ -316,3 +321,59 @@ def test_credentials_without_a_url_are_refused(tmp_path: Path) -> None:
                     "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "user and a password" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _bcrypt(password: str) -> str | None:
+    """A bcrypt hash for Prometheus' web config (the stdlib's crypt, gone in Python 3.13)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            return None
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    return hashed if hashed and hashed.startswith("$2") else None
+
+
+@needs
+@pytest.mark.prometheus
+async def test_prometheus_own_tls_and_basic_auth_take_our_pushes(tmp_path: Path) -> None:
+    """docs/fleet.md's no-proxy set-up: Prometheus' --web.config.file with a server certificate
+    and one basic-auth user per vantage point; our CA file and credentials get through, a wrong
+    password is a 401 that is dropped, not retried."""
+    hashed = _bcrypt("volunteer-pw")
+    if hashed is None:
+        pytest.skip("no bcrypt hash available (crypt module)")
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "web.yml").write_text(yaml.safe_dump({
+        "tls_server_config": {"cert_file": str(tmp_path / "server.pem"),
+                              "key_file": str(tmp_path / "server.pem")},
+        "basic_auth_users": {"msk-1": hashed}}))
+    (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1s}\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--web.config.file={tmp_path / 'web.yml'}", "--web.enable-remote-write-receiver"],
+        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    url = f"https://127.0.0.1:{port}/api/v1/write"
+    good = RemoteWriteConfig(url, user="msk-1", password="volunteer-pw",
+                             ca_file=str(tmp_path / "ca.pem"), **FAST)
+    try:
+        answer = await push_once(collectors(), good, deadline=30)  # retried until it listens
+        assert (answer.outcome, answer.status) == ("sent", 204), answer
+        wrong = await push_once(collectors(), dataclasses.replace(good, password="guess"))
+        assert (wrong.outcome, wrong.status) == ("rejected", 401), wrong
+        query = f"https://127.0.0.1:{port}/api/v1/query?query=censorprobe_vantage_info"
+        tls = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        request = urllib.request.Request(query, headers={
+            "Authorization": "Basic " + base64.b64encode(b"msk-1:volunteer-pw").decode()})
+        with urllib.request.urlopen(request, context=tls, timeout=10) as r:  # noqa: S310
+            result = json.load(r)["data"]["result"]
+        assert [m["metric"]["vantage"] for m in result] == ["msk-1"], result
+    finally:
+        proc.terminate()
+        proc.wait(10)
