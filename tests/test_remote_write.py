@@ -377,3 +377,39 @@ async def test_prometheus_own_tls_and_basic_auth_take_our_pushes(tmp_path: Path)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_config_file_configures_remote_write_and_hides_its_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "probe.toml"
+    path.write_text('[remote_write]\nurl = "https://m.example/api/v1/write"\n'
+                    'user = "msk-1"\npassword = "pw"\nca_file = "ca.pem"\ninterval = 30\n')
+    (tmp_path / "ca.pem").write_text(trustme.CA().cert_pem.bytes().decode())
+    shown = invoke("config", "--config", str(path), "daemon")
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split()[0]: line.split()[1] for line in shown.stdout.splitlines()
+             if line.startswith("remote_write.")}
+    assert lines == {"remote_write.url": '"https://m.example/api/v1/write"',
+                     "remote_write.token": "-", "remote_write.user": '"msk-1"',
+                     "remote_write.password": '"***"',
+                     "remote_write.ca_file": f'"{tmp_path / "ca.pem"}"',
+                     "remote_write.interval": "30.0"}
+    path.write_text('[remote_write]\nurl = "https://m.example/"\ninterval = 600\n')
+    refused = invoke("config", "--config", str(path), "daemon")
+    assert refused.exit_code == 2 and f"{path}:3: remote_write.interval" in refused.stderr
+
+
+async def test_a_bug_in_the_writer_stops_the_daemon_and_propagates(monkeypatch) -> None:
+    from probe.monitoring import remote_queue
+
+    def broken(*_args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(remote_queue, "encode", broken)
+
+    async def runner(targets, on_result):
+        return []
+
+    daemon = Daemon([], runner, VANTAGE, Schedule(interval=60, jitter=0))
+    config = RemoteWriteConfig(f"http://127.0.0.1:{free_port()}/api/v1/write", **FAST)
+    with pytest.raises(ZeroDivisionError):
+        await asyncio.wait_for(serve(daemon, "127.0.0.1", 0, first_delay=0, remote=config), 10)

@@ -218,6 +218,8 @@ async def serve(daemon: Daemon, host: str, port: int, stop: asyncio.Event | None
     web_runner = await start_metrics_server(daemon.board, host, port, collectors)
     log.info("serving metrics on http://%s:%d/metrics", host, bound_port(web_runner))
     pushing = asyncio.create_task(writer.run(stop)) if writer is not None else None
+    if pushing is not None:  # a writer that dies (a bug) stops the daemon; awaited below
+        pushing.add_done_callback(lambda _: stop.set())
     if started is not None:
         started(bound_port(web_runner))
     try:
