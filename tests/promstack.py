@@ -75,10 +75,10 @@ def http_post(url: str, body: bytes = b"", content_type: str = "application/json
 class Process:
     """A started binary with its log file; `base` is its http://127.0.0.1:PORT."""
 
-    def __init__(self, argv: list[str], port: int, log: Path) -> None:
+    def __init__(self, argv: list[str], port: int, log: Path, host: str = "127.0.0.1") -> None:
         self.port, self.log = port, log
-        self.base = f"http://127.0.0.1:{port}"
-        with open(log, "wb") as out:
+        self.base = f"http://{host}:{port}"
+        with open(log, "ab") as out:  # appended: a restarted process keeps the earlier log
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
     def wait_ready(self, path: str = "/-/ready", timeout: float = 30.0) -> None:
@@ -136,7 +136,11 @@ class Prometheus(Process):
 
 @contextmanager
 def prometheus(tmp: Path, scrape: list[dict[str, Any]], rule_files: list[Path] = (),
-               alertmanager: str | None = None, interval: str = "1s") -> Iterator[Prometheus]:
+               alertmanager: str | None = None, interval: str = "1s",
+               extra_args: list[str] = (), port: int | None = None,
+               host: str = "127.0.0.1") -> Iterator[Prometheus]:
+    """`port` and `tmp` kept across two calls: a restart on the same data (remote-write tests);
+    `host`: another of our own addresses to listen on (a lab's veth)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": scrape,
@@ -148,8 +152,8 @@ def prometheus(tmp: Path, scrape: list[dict[str, Any]], rule_files: list[Path] =
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     with _running(Prometheus, tmp / "prometheus.log", lambda port: [
         PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-    ]) as proc:
+        f"--web.listen-address={host}:{port}", "--web.enable-lifecycle", *extra_args,
+    ], port, host) as proc:
         yield proc
 
 
@@ -171,10 +175,11 @@ def pushgateway(tmp: Path) -> Iterator[Process]:
 
 
 @contextmanager
-def _running(kind: type[P], log: Path, argv: Callable[[int], list[str]]) -> Iterator[P]:
+def _running(kind: type[P], log: Path, argv: Callable[[int], list[str]], port: int | None = None,
+             host: str = "127.0.0.1") -> Iterator[P]:
     """Starts the binary on a free loopback port, waits until it answers, always stops it."""
-    port = free_port()
-    proc = kind(argv(port), port, log)
+    port = port or free_port()
+    proc = kind(argv(port), port, log, host)
     try:
         proc.wait_ready()
         yield proc

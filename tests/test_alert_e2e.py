@@ -127,7 +127,8 @@ async def test_throttling_alert_reaches_the_webhook(tmp_path: Path, webhook: Web
         await asyncio.wait_for(webhook.arrived.wait(), ALERT_DEADLINE)
         took = time.monotonic() - started
         firing = webhook.firing()
-        assert [a["alertname"] for a in firing] == ["CensorprobeThrottlingDetected"], firing
+        # one vantage point alone: the single-vantage warning, never the confirmed alert
+        assert [a["alertname"] for a in firing] == ["CensorprobeThrottlingSingleVantage"], firing
         assert firing[0]["target"] == "abs.twimg.com" and firing[0]["vantage"] == "lab-1"
         assert firing[0]["asn"] == "AS65001"
         assert not prom.query('ALERTS{alertname="CensorprobeVantageSilent"}')
@@ -161,6 +162,7 @@ async def test_shipped_inhibition_mutes_a_silent_vantage_points_alerts(
 
         body = json.dumps([alert("CensorprobeVantageSilent", "lab-1"),
                            alert("CensorprobeThrottlingDetected", "lab-1"),
+                           alert("CensorprobeThrottlingSingleVantage", "lab-1"),
                            alert("CensorprobeThrottlingDetected", "lab-2")]).encode()
         assert await asyncio.to_thread(http_post, am.base + "/api/v2/alerts", body) == 200
         states: dict[tuple[str, str], str] = {}
@@ -169,11 +171,13 @@ async def test_shipped_inhibition_mutes_a_silent_vantage_points_alerts(
             got = json.loads((await asyncio.to_thread(http_get, am.base + "/api/v2/alerts"))[1])
             states = {(a["labels"]["alertname"], a["labels"]["vantage"]): a["status"]["state"]
                       for a in got}
-            if states.get(("CensorprobeThrottlingDetected", "lab-1")) == "suppressed":
+            if states.get(("CensorprobeThrottlingDetected", "lab-1")) == "suppressed" and \
+                    states.get(("CensorprobeThrottlingSingleVantage", "lab-1")) == "suppressed":
                 break
             await asyncio.sleep(0.2)
         assert states == {("CensorprobeVantageSilent", "lab-1"): "active",
                           ("CensorprobeThrottlingDetected", "lab-1"): "suppressed",
+                          ("CensorprobeThrottlingSingleVantage", "lab-1"): "suppressed",
                           ("CensorprobeThrottlingDetected", "lab-2"): "active"}
 
 
@@ -249,7 +253,8 @@ async def test_lab_throttle_twimg_alert_from_a_real_daemon(tmp_path: Path, webho
                 log = (tmp_path / "daemon.log").read_text()[-3000:]
                 pytest.fail(f"no alert in 180 s; verdicts {verdicts}; daemon log:\n{log}")
             firing = webhook.firing()
-            assert {a["alertname"] for a in firing} == {"CensorprobeThrottlingDetected"}, firing
+            assert {a["alertname"] for a in firing} == {"CensorprobeThrottlingSingleVantage"}, \
+                firing  # one daemon: one vantage point of its ASN
             assert {a["target"] for a in firing} <= {"abs.twimg.com", "pbs.twimg.com",
                                                      "video.twimg.com"}
             quiet = prom.query('censorprobe_target_verdict{target=~"twitter.com|www.example.com",'

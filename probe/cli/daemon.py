@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +17,10 @@ from probe.cli.options import (
     measurement_options,
     targets_option,
 )
+from probe.cli.remote import remote_write_options
 from probe.cli.upload import TOKEN_ENV, collector_option, settings_or_exit
 from probe.monitoring.daemon import DEFAULT_LISTEN, Daemon, Runner, Schedule, serve
+from probe.monitoring.remote_write import RemoteWriteConfig
 
 if TYPE_CHECKING:
     from probe.results.upload import UploadSettings
@@ -55,10 +58,17 @@ def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @collector_option
 @click.option("--collector-token", envvar=TOKEN_ENV, metavar="TOKEN",
               help=f"This vantage's collector token (or {TOKEN_ENV}).")
+@remote_write_options
+@click.option("--remote-write-interval", type=click.FloatRange(1, 240), default=60.0,
+              show_default=True,
+              help="Seconds between two pushes of every metric to --remote-write (keep it under "
+              "the receiver's 5-minute lookback).")
 def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, interval: float,
            jitter: float, run_timeout: float, concurrency: int, listen: tuple[str, int],
-           collector: str | None, collector_token: str | None) -> None:
-    """Measure on an interval and serve Prometheus metrics (stops on SIGTERM)."""
+           collector: str | None, collector_token: str | None,
+           remote_write: RemoteWriteConfig | None, remote_write_interval: float) -> None:
+    """Measure on an interval and serve Prometheus metrics (stops on SIGTERM); with
+    --remote-write, also push them; with --collector, upload results after each run."""
     from probe.cli.session import Session
 
     targets = load_targets_or_exit(target_files)
@@ -73,10 +83,14 @@ def daemon(target_files: tuple[Path, ...], measurement: MeasurementOptions, inte
     worker = Daemon(targets, runner, session.vantage, schedule, session.recorder)
     log.warning("probe daemon: %d targets every %.0f s (+0-%.0f s), metrics on %s:%d",
                 len(targets), interval, jitter, *listen)
+    if remote_write is not None:
+        remote_write = dataclasses.replace(remote_write, interval=remote_write_interval)
+        log.warning("pushing metrics every %.0f s to %s", remote_write_interval,
+                    remote_write.url)
     for line in notices.contacts(measurement.controls()):  # every run contacts the same ones
         log.warning("%s", line.removeprefix("probe: "))
     try:
-        asyncio.run(serve(worker, *listen))
+        asyncio.run(serve(worker, *listen, remote=remote_write))
     except OSError as exc:  # runs catch their own errors: this is the metrics server's bind
         raise click.BadParameter(f"cannot listen on {listen[0]}:{listen[1]}: "
                                  f"{exc.strerror or exc}", param_hint="--listen") from None

@@ -24,8 +24,10 @@ from probe.cli.options import (
     measurement_options,
     targets_option,
 )
+from probe.cli.remote import EXIT_EXPORT, remote_write_options
 from probe.cli.session import EXIT_INPUT, EXIT_INTERNAL, EXIT_OFFLINE, EXIT_STORE, Session
 from probe.model import Evidence, Target, TargetMeasurement, VantageOffline
+from probe.monitoring.remote_write import RemoteWriteConfig
 from probe.results.store import StoreError
 from probe.runner import is_internal_error
 from probe.targets import TargetFileError
@@ -130,12 +132,14 @@ def _check_pushgateway(_ctx: click.Context, _param: click.Parameter, value: str 
               help="Push metrics to this Pushgateway.")
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path),
               help="Write metrics for node_exporter's textfile collector (atomically).")
+@remote_write_options
 def run(target_files: tuple[Path, ...], measurement: MeasurementOptions, concurrency: int,
-        as_json: bool, pushgateway: str | None, textfile: Path | None) -> None:
+        as_json: bool, pushgateway: str | None, textfile: Path | None,
+        remote_write: RemoteWriteConfig | None) -> None:
     """Measure every target and give each a verdict."""
     targets = load_targets_or_exit(target_files)
     tally = _measure(targets, len(targets), measurement, as_json, concurrency,
-                     keep_all=bool(pushgateway or textfile))
+                     keep_all=bool(pushgateway or textfile or remote_write))
     if not as_json:
         from probe.results.tables import verdict_table
 
@@ -152,7 +156,22 @@ def run(target_files: tuple[Path, ...], measurement: MeasurementOptions, concurr
             export.push(tally.kept, pushgateway, measurement.vantage_point())
         if textfile:
             export.write_textfile(tally.kept, textfile, measurement.vantage_point())
+    if remote_write:
+        _remote_write(tally.kept, measurement, remote_write)
     _exit_if_internal_errors(tally)
+
+
+def _remote_write(kept: list[TargetMeasurement], measurement: MeasurementOptions,
+                  config: RemoteWriteConfig) -> None:
+    """One push of the run's metrics; a refusal or an unreachable receiver: one line, exit 6."""
+    from probe.monitoring import export
+
+    answer = asyncio.run(export.remote_write(kept, config, measurement.vantage_point()))
+    if answer.outcome != "sent":
+        what = f"HTTP {answer.status}" if answer.status is not None else "no answer"
+        click.echo(f"error: remote write to {config.url} failed ({what}: {answer.detail}); "
+                   "the results are stored", err=True)
+        raise SystemExit(EXIT_EXPORT)
 
 
 @click.command()

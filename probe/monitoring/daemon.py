@@ -25,9 +25,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.monitoring.metrics import ResultsCollector, RunStats, Snapshot
+from probe.monitoring.remote_queue import RemoteWriter, WriterCollector
+from probe.monitoring.remote_write import RemoteWriteConfig
 from probe.results.store import StoreError
 
 log = logging.getLogger("probe.monitoring.daemon")
@@ -172,11 +175,18 @@ async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def start_metrics_server(board: Board, host: str, port: int) -> web.AppRunner:
-    """Serves /metrics from the board; port 0 picks a free port (see `bound_port`)."""
+def collectors_of(board: Board) -> list[Collector]:
+    """What /metrics shows and what a remote write pushes: the same families."""
+    return [ResultsCollector(board.snapshot), _StoreErrors(board)]
+
+
+async def start_metrics_server(board: Board, host: str, port: int,
+                               collectors: Sequence[Collector] = ()) -> web.AppRunner:
+    """Serves /metrics from the board (or from `collectors`); port 0 picks a free port (see
+    `bound_port`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ResultsCollector(board.snapshot))
-    registry.register(_StoreErrors(board))
+    for collector in collectors or collectors_of(board):
+        registry.register(collector)
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     runner = web.AppRunner(app, access_log=None)
@@ -191,20 +201,34 @@ def bound_port(runner: web.AppRunner) -> int:
 
 async def serve(daemon: Daemon, host: str, port: int, stop: asyncio.Event | None = None,
                 started: Callable[[int], None] | None = None,
-                first_delay: float | None = None) -> None:
-    """The whole daemon: metrics server plus run loop, until SIGTERM/SIGINT or `stop`."""
+                first_delay: float | None = None,
+                remote: RemoteWriteConfig | None = None) -> None:
+    """The whole daemon: metrics server plus run loop, and with `remote` a remote writer
+    pushing the same metrics, until SIGTERM/SIGINT or `stop`."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    web_runner = await start_metrics_server(daemon.board, host, port)
+    collectors = collectors_of(daemon.board)
+    writer = None
+    if remote is not None:
+        writer = RemoteWriter(remote)
+        collectors.append(WriterCollector(writer, daemon.board.vantage))
+        writer.collectors = collectors
+    web_runner = await start_metrics_server(daemon.board, host, port, collectors)
     log.info("serving metrics on http://%s:%d/metrics", host, bound_port(web_runner))
+    pushing = asyncio.create_task(writer.run(stop)) if writer is not None else None
+    if pushing is not None:  # a writer that dies (a bug) stops the daemon; awaited below
+        pushing.add_done_callback(lambda _: stop.set())
     if started is not None:
         started(bound_port(web_runner))
     try:
         await daemon.loop(stop, first_delay)
     finally:
+        stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if pushing is not None:  # its last collection and flush (FINAL_FLUSH) happen now
+            await pushing
         await web_runner.cleanup()
         log.info("stopped")

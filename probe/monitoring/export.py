@@ -1,4 +1,5 @@
-"""One-shot metrics export for `probe run`: push to a Pushgateway, or write a node_exporter textfile.
+"""One-shot metrics export for `probe run`: push to a Pushgateway or by remote write, or write a
+node_exporter textfile.
 
 Both expose the same families as the daemon's /metrics (probe.monitoring.metrics). No sample carries a
 timestamp: the Pushgateway rejects them, and Prometheus stamps samples at scrape time.
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textf
 
 from probe.model import TargetMeasurement, Vantage
 from probe.monitoring.metrics import ResultsCollector, snapshot_of_run
+from probe.monitoring.remote_write import Answer, RemoteWriteConfig, push_once
 
 JOB = "censorprobe"
 # One-shot runs come from a timer (systemd/probe.timer: hourly); the vantage-silent alert needs
@@ -38,6 +40,15 @@ def push(measurements: Sequence[TargetMeasurement], gateway_url: str, vantage: V
     registry = registry_for(measurements, vantage, interval)
     push_to_gateway(gateway_url, job=JOB, registry=registry,
                     grouping_key={"vantage": vantage.name}, timeout=timeout)
+
+
+async def remote_write(measurements: Sequence[TargetMeasurement], config: RemoteWriteConfig,
+                       vantage: Vantage, interval: float | None = ONESHOT_INTERVAL,
+                       deadline: float = 60.0) -> Answer:
+    """One remote-write push of the run's metrics, all stamped now, retried with backoff up to
+    `deadline` seconds; the Answer says how it ended (sent, rejected, or still failing)."""
+    snapshot = snapshot_of_run(measurements, vantage, interval)
+    return await push_once([ResultsCollector(lambda: snapshot)], config, deadline)
 
 
 def write_textfile(measurements: Sequence[TargetMeasurement], path: str | Path,
