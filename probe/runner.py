@@ -1,9 +1,9 @@
 """Measures targets: the probe's own view beside its controls, then a verdict per target.
 
 For one target, in order: DNS from the system resolver and the control resolver (in parallel);
-the helper's control measurement from outside; per address a TCP connect, a TLS handshake with
-the target's SNI and one with the control SNI (back to back, same address, same conditions); an
-HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
+the helper's control measurement from outside; per address a TCP connect and a TLS handshake
+with the target's SNI on it, and, when that handshake fails, one with the control SNI (back to
+back, same address, same conditions); an HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
 direct download of a real object of the target). Targets run concurrently up to a bound, but
 throughput runs one target at a time so that targets never compete for the link.
 """
@@ -113,15 +113,17 @@ async def _resolve(target: Target, plan: RunPlan, settings: Settings
 
 
 async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
-    """TCP, then TLS with the target SNI, then TLS with the control SNI, to one address."""
+    """TCP, then TLS with the target SNI on that connection, to one address; then, only if that
+    handshake failed after the connect, TLS with the control SNI (what the verdict compares)."""
     port = _port(target)
-    connect = await tcp.measure(Endpoint(address, port), settings)
     if urlsplit(target.url).scheme == "http":
-        return connect, ()
-    handshakes = []
-    for sni in (_host(target), control_sni(target, plan)):
-        handshakes.append(await tls.measure(Endpoint(address, port, sni), settings))
-    return connect, tuple(handshakes)
+        return await tcp.measure(Endpoint(address, port), settings), ()
+    handshake = await tls.measure(Endpoint(address, port, _host(target)), settings)
+    handshakes = (handshake,)
+    if tls.needs_control_sni(handshake):
+        control = Endpoint(address, port, control_sni(target, plan))
+        handshakes += (await tls.measure(control, settings),)
+    return tcp.from_handshake(handshake), handshakes
 
 
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):

@@ -2,8 +2,8 @@
 
 Mirrors what the probe does (probe.runner) so the two can be compared line by line: DNS of the
 URL's host from the helper's own resolver; per address (its own answers first, then the probe's,
-capped) a TCP connect, then TLS with the target SNI and with the control SNI; an HTTP fetch
-pinned to the helper's first answer. Results are collected as they finish, so a request that
+capped) a TCP connect and TLS with the target SNI on it, then, only if that handshake failed, TLS
+with the control SNI; an HTTP fetch pinned to the helper's first answer. Results are collected as they finish, so a request that
 reaches its deadline still returns what was seen (marked incomplete).
 """
 
@@ -91,15 +91,16 @@ async def _per_address(
     index: int, address: str, request: HelperRequest, https: bool, settings: Settings,
     found: _Found,
 ) -> None:
-    found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
     if not https:
+        found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
         return
-    snis = [_host_sni(request)]
-    if request.control_domain and request.control_domain not in snis:
-        snis.append(request.control_domain)
-    for n, sni in enumerate(snis):
-        result = await tls.measure(Endpoint(address, request.port, sni), settings)
-        found.tls.append(((index, n), result))
+    handshake = await tls.measure(Endpoint(address, request.port, _host_sni(request)), settings)
+    found.tcp.append((index, tcp.from_handshake(handshake)))  # the connect it made first
+    found.tls.append(((index, 0), handshake))
+    control = request.control_domain
+    if control and control != _host_sni(request) and tls.needs_control_sni(handshake):
+        result = await tls.measure(Endpoint(address, request.port, control), settings)
+        found.tls.append(((index, 1), result))
 
 
 def _host_sni(request: HelperRequest) -> str:
