@@ -4,9 +4,14 @@ Files in `out_dir`:
 - measurements-YYYY-MM-DD.jsonl (UTC date of each measurement's start): one record per line,
   written with a single checked write + fsync under an advisory lock, so completed targets
   survive a killed run. A short or failed write (a full disk) is undone by truncating the file
-  back to where the record began, so nothing is torn, and raises StoreError. A line torn by a
+  back to where the write began, so nothing is torn, and raises StoreError. A line torn by a
   crash is skipped when reading, and the next append starts on a fresh line.
 - index.sqlite (WAL): one row per record, for `runs`, `latest` and `history` (baselines).
+
+Group commit: with `batch=N` records are held and written together (one write, one fsync, one
+index transaction) once N are waiting, or when `flush()` is called (`probe run` calls it every
+second and at the end, `close()` always). What a crash (kill -9, power loss) can lose is that
+window: at most N records, or one second of them; never part of one. Queries flush first.
 
 Before anything is written, every address in `scrub` (the volunteer's public IP as the helper saw
 it, local interface addresses) is replaced by "[scrubbed]" anywhere in the record.
@@ -52,6 +57,10 @@ CREATE INDEX IF NOT EXISTS by_report ON measurements (report_id);
 """
 
 
+_INSERT = (f"INSERT INTO measurements ({', '.join((*INDEX_COLUMNS, 'file'))})"
+           f" VALUES ({', '.join(f':{k}' for k in (*INDEX_COLUMNS, 'file'))})")
+
+
 class StoreError(Exception):
     """The results cannot be stored (full disk, folder gone or read-only, corrupt index);
     str(err) is one line for a person. Records written before it are intact."""
@@ -62,10 +71,12 @@ class Store:
     (an advisory lock per file); a folder removed under a running store is made again."""
 
     def __init__(self, out_dir: Path | str, vantage: Vantage | str,
-                 scrub_addresses: Iterable[str] = ()) -> None:
+                 scrub_addresses: Iterable[str] = (), batch: int = 1) -> None:
         self.out_dir = Path(out_dir)
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
+        self.batch = max(1, batch)  # records per write + fsync + index transaction
+        self._pending: list[tuple[Path, str, dict[str, Any]]] = []  # (file, line, index row)
         self._report_starts: dict[str, float] = {}  # report id -> test_start_time
         self._db = self._open_index()
 
@@ -111,13 +122,17 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     def path_for(self, start_time: float) -> Path:
         return self.out_dir / f"measurements-{time.strftime('%Y-%m-%d', time.gmtime(start_time))}.jsonl"
 
     def append(self, m: TargetMeasurement, report_id: str) -> dict[str, Any]:
-        """Writes one judged measurement (durably) and indexes it; returns the record written.
+        """Writes one judged measurement (durably: now, or with its batch) and indexes it;
+        returns the record as it is written.
 
         `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
         of our public IP) can be added before the targets measured with them are appended."""
@@ -125,21 +140,39 @@ class Store:
         start = self._report_starts.setdefault(report_id, report_start(report_id) or m.start_time)
         record = to_ooni(m, report_id, self.vantage, test_start_time=start)
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
-        self._ensure_folder()
-        path = self.path_for(m.start_time)
-        _append_line(path, line)
         written = json.loads(line)
-        try:
-            self._index(written, m, path)
-        except sqlite3.Error as exc:  # the record is safe in the JSON lines; reindex restores
-            raise StoreError(f"stored {path.name} but could not index it: {_why(exc)}") from exc
+        path = self.path_for(m.start_time)
+        self._pending.append((path, line, self._row(written, m, path)))
+        if len(self._pending) >= self.batch:
+            self.flush()
         return written
+
+    def flush(self) -> None:
+        """Writes the records held so far: per file one write + fsync, then one index
+        transaction. On StoreError the records held are dropped (none of them half written)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._ensure_folder()
+        for path in dict.fromkeys(p for p, _, _ in pending):
+            _append_lines(path, [line for p, line, _ in pending if p == path])
+        try:
+            with self._db:
+                self._db.executemany(_INSERT, [row for _, _, row in pending])
+        except sqlite3.Error as exc:  # the records are safe in the JSON lines; reindex restores
+            raise StoreError(f"stored {len(pending)} record(s) but could not index them: "
+                             f"{_why(exc)}") from exc
 
     def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
                vantage: str | None = None) -> None:
+        with self._db:
+            self._db.execute(_INSERT, self._row(record, m, path, vantage))
+
+    def _row(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
+             vantage: str | None = None) -> dict[str, Any]:
         keys = record["test_keys"]
         throttling = keys.get("throttling") or {}
-        row = {
+        return {
             "report_id": record["report_id"], "input": record["input"],
             "domain": m.target.domain, "category": m.target.category,
             "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
@@ -150,15 +183,12 @@ class Store:
             "ratio": throttling.get("ratio"), "method": throttling.get("method"),
             "file": path.name,
         }
-        names = ", ".join(row)
-        marks = ", ".join(f":{k}" for k in row)
-        with self._db:
-            self._db.execute(f"INSERT INTO measurements ({names}) VALUES ({marks})", row)
 
     # --- queries ----------------------------------------------------------------------------------
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first: report_id, vantage, start/end, counts by verdict."""
+        self.flush()
         heads = self._db.execute(
             "SELECT report_id, vantage, MIN(start_time) AS start_time, MAX(start_time) AS end_time,"
             " COUNT(*) AS targets FROM measurements GROUP BY report_id"
@@ -173,6 +203,7 @@ class Store:
 
     def latest(self, report_id: str | None = None) -> list[dict[str, Any]]:
         """The rows of one run (by default the latest), in the order they were stored."""
+        self.flush()
         if report_id is None:
             newest = self.runs(1)
             if not newest:
@@ -185,6 +216,7 @@ class Store:
     def history(self, domain: str, vantage: str | None = None, limit: int = 100
                 ) -> list[dict[str, Any]]:
         """Past rows for a domain (from this vantage unless another is named), newest first."""
+        self.flush()
         rows = self._db.execute(
             "SELECT * FROM measurements WHERE domain = ? AND vantage = ?"
             " ORDER BY start_time DESC, id DESC LIMIT ?",
@@ -194,6 +226,7 @@ class Store:
     def control_rate_history(self, domain: str, limit: int = 500) -> list[tuple[float, float]]:
         """(start_time, control rate in bit/s) of this vantage's past throughput tests of a
         domain, oldest first: what the runner's baseline is made of."""
+        self.flush()
         rows = self._db.execute(
             "SELECT start_time, control_rate_bps FROM measurements WHERE domain = ?"
             " AND vantage = ? AND control_rate_bps IS NOT NULL"
@@ -203,6 +236,7 @@ class Store:
 
     def reindex(self) -> int:
         """Rebuilds the index from the JSON-lines files; returns the number of rows."""
+        self.flush()
         with self._db:
             self._db.execute("DELETE FROM measurements")
         count = 0
@@ -218,15 +252,16 @@ class Store:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored record, oldest file first."""
+        self.flush()
         for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
             yield from read_records(path)
 
 
-def _append_line(path: Path, line: str) -> None:
-    """One record, whole or not at all: one write of the line, checked, then fsync; on any
-    failure the file is cut back to where the record began. The lock keeps writers in other
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Records, all whole or none at all: one write of the lines, checked, then fsync; on any
+    failure the file is cut back to where the write began. The lock keeps writers in other
     processes from appending between our size check and a truncation."""
-    data = (line + "\n").encode("utf-8")
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as exc:
