@@ -259,22 +259,27 @@ def test_system_resolver_inside_ip_netns_exec():
 
 
 async def test_doh_queries_of_a_run_share_one_client(server):
-    """Inside a run's scope every DoH query to one resolver goes through one client (one TLS
-    connection kept open); the scope closes it; outside a scope each query makes its own."""
+    """Inside a run's scope every DoH query goes through one kept-alive session (as the
+    server sees it: queries one after another arrive on one connection); the scope closes it;
+    outside a scope each query makes its own connection."""
     from probe.measure import shared
 
     server.zone["ok.test"] = Rule.answer("192.0.2.1")
-    assert shared.doh_client(server.https_url, server.ca_file) is None
+    query = DnsQuery("ok.test", server.https_url)
+    assert shared.doh_session(server.ca_file) is None
+    for _ in range(2):
+        assert (await dnsmeasure.measure(query, settings(server))).addresses == ("192.0.2.1",)
+    assert len(server.doh_peers) == 2
+    server.doh_peers.clear()
     async with shared.scope():
-        client = shared.doh_client(server.https_url, server.ca_file)
-        assert client is not None and shared.doh_client(server.https_url, server.ca_file) is client
+        session = shared.doh_session(server.ca_file)
+        assert session is not None and shared.doh_session(server.ca_file) is session
         for _ in range(5):  # one after another: the same connection every time
-            result = await dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
+            result = await dnsmeasure.measure(query, settings(server))
             assert result.addresses == ("192.0.2.1",)
-        assert len(client._transport._pool.connections) == 1  # httpx's pool
-        results = await asyncio.gather(*(  # at once (HTTP/1.1 here): a few, not one per query
-            dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
-            for _ in range(8)))
+        assert len(server.doh_peers) == 1
+        results = await asyncio.gather(*(  # at once (HTTP/1.1): a few, not one per query
+            dnsmeasure.measure(query, settings(server)) for _ in range(8)))
         assert all(r.addresses == ("192.0.2.1",) for r in results)
-        assert len(client._transport._pool.connections) < 8
-    assert client.is_closed
+        assert len(server.doh_peers) < 9
+    assert session.closed

@@ -13,11 +13,13 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+import aiohttp
 import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.inet
 import dns.message
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -31,6 +33,8 @@ from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
 
 RESOLV_CONF = "/etc/resolv.conf"  # inside `ip netns exec NS` this is /etc/netns/NS/resolv.conf
 MAX_RESPONSES = 16  # a flood of answers is recorded up to this many
+DOH_TYPE = "application/dns-message"
+_DOH_MAX = 65535  # a DNS message is never larger
 _DEFAULT_PORTS = {"system": 53, "udp": 53, "tls": 853, "https": 443}
 _RCODE_FAILURES = {
     "NOERROR": None,
@@ -167,13 +171,35 @@ async def _exchange(
             server_hostname=resolver.host,
         )
     else:
-        answer = await dns.asyncquery.https(  # the run's client, if any: one TLS connection
-            message, resolver.url, timeout=settings.timeout,
-            verify=client_context(settings.ca_file),
-            client=shared.doh_client(resolver.url, settings.ca_file),
-        )
+        answer = await _doh(message, resolver.url, settings)
     source = host_port(resolver.host or "", resolver.port)
     return (_response(answer, time.monotonic() - sent, source),)
+
+
+async def _doh(message: dns.message.Message, url: str, settings: Settings) -> dns.message.Message:
+    """One RFC 8484 POST, through the run's kept-alive session when there is one (aiohttp: a
+    third of the CPU of dnspython's httpx client per query). A status other than 2xx is a
+    ValueError, as in dnspython."""
+    wire = message.to_wire()
+    headers = {"accept": DOH_TYPE, "content-type": DOH_TYPE}
+    shared_session = shared.doh_session(settings.ca_file)
+    session = shared_session or aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_context(settings.ca_file), limit=1))
+    try:
+        async with (asyncio.timeout(settings.timeout),
+                    session.post(url, data=wire, headers=headers) as response):
+            body = await response.content.read(_DOH_MAX + 1)
+    finally:
+        if shared_session is None:
+            await session.close()
+    if not 200 <= response.status <= 299:
+        raise ValueError(f"{url} responded with status code {response.status}")
+    if len(body) > _DOH_MAX:
+        raise dns.exception.FormError("DoH answer too large")
+    answer = dns.message.from_wire(body)
+    if not message.is_response(answer):
+        raise dns.query.BadResponse
+    return answer
 
 
 async def _udp(
