@@ -348,12 +348,15 @@ def measure(n: int, concurrency: int, profile: str | None,
             tracemalloc: str | None = None) -> dict[str, Any]:
     lab = ScaleLab(n)
     try:
-        lab.up(SCENARIO, deadline=60.0)
+        started = time.monotonic()
+        # the zone and the list grow with N (a loaded machine once missed 60 s at N = 5,000)
+        lab.up(SCENARIO, deadline=60.0 + n / 50)
+        lab_up = time.monotonic() - started
         blackbox = run_blackbox(lab, n, concurrency)
         probe = run_probe(lab, concurrency, profile, tracemalloc)
     finally:
         lab.down()
-    return {"n": n, "blackbox": blackbox, "probe": probe}
+    return {"n": n, "lab_up_s": round(lab_up, 1), "blackbox": blackbox, "probe": probe}
 
 
 def report(rows: list[dict[str, Any]], echo=print) -> None:

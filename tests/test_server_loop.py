@@ -161,7 +161,8 @@ async def test_bulk_survives_a_client_that_resets_before_the_headers(monkeypatch
 
 _LEAN_TRANSFER = """
 import asyncio, asyncio.sslproto, ssl, sys, trustme
-from probe.server.loop import TLS_READ_BUFFER, lean
+from probe.measure.tlsctx import SMALL_TLS_READS
+from probe.server.loop import lean
 lean()
 ca = trustme.CA()
 server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -183,7 +184,7 @@ async def main():
     writer.close()
     server.close()
     assert got == DATA
-    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 32 << 10
+    assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS == 32 << 10
     print("ok")
 asyncio.run(main())
 """
@@ -195,3 +196,16 @@ def test_lean_tls_read_buffers_still_carry_every_byte() -> None:
     done = subprocess.run([sys.executable, "-c", _LEAN_TRANSFER], cwd=REPO, timeout=60,
                           capture_output=True, text=True)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_small_tls_reads_while_restores_the_previous_size() -> None:
+    import asyncio.sslproto
+
+    from probe.measure.tlsctx import SMALL_TLS_READS, small_tls_reads_while
+
+    before = asyncio.sslproto.SSLProtocol.max_size
+    with small_tls_reads_while(False):
+        assert asyncio.sslproto.SSLProtocol.max_size == before
+    with small_tls_reads_while(True):
+        assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS != before
+    assert asyncio.sslproto.SSLProtocol.max_size == before

@@ -23,6 +23,7 @@ import click
 
 from probe import health
 from probe.cli.options import MeasurementOptions
+from probe.measure.tlsctx import small_tls_reads_while
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.results.ooni import new_report_id
 from probe.results.store import Store, StoreError, local_addresses
@@ -113,8 +114,10 @@ class Session:
         gc.freeze()
         flusher = asyncio.create_task(self._flush_periodically())
         try:
-            return await run_targets(targets, self.plan, on_result,
-                                     client_ips=self.store.scrub_addresses, collect=False)
+            # no throughput flow: no bulk read goes through asyncio's TLS read buffers
+            with small_tls_reads_while(not self.plan.throughput):
+                return await run_targets(targets, self.plan, on_result,
+                                         client_ips=self.store.scrub_addresses, collect=False)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)

@@ -11,18 +11,15 @@ handler, so a real bug in a callback still logs its traceback.
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
 import gc
 import logging
 import traceback
 from pathlib import Path
 from typing import Any
 
+from probe.measure.tlsctx import small_tls_reads
+
 log = logging.getLogger(__name__)
-# What asyncio reads from a TLS socket at once (its default: 256 KiB per connection, zeroed, so
-# resident: 68 MB for the ~500 connections open under 250 concurrent clients). The helper reads
-# requests and small pages; what it sends (bulk flows) does not go through this buffer.
-TLS_READ_BUFFER = 32 << 10
 
 _ASYNCIO = Path(asyncio.__file__).parent
 
@@ -62,6 +59,6 @@ def lean() -> None:
     """For the helper process only: small TLS read buffers in every connection it accepts or
     makes (a class attribute asyncio reads when a connection is made), and what is imported
     by now kept out of the collector's sight, so full collections stay cheap and frequent."""
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
-    gc.freeze()
+    small_tls_reads()  # 68 MB of 256 KiB buffers for ~500 connections under load; what it
+    gc.freeze()  # sends (bulk flows) does not go through them
 
