@@ -89,3 +89,15 @@ def test_a_failed_batch_write_leaves_no_part_of_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("StoreError cannot write"), done.stdout
     assert on_disk(tmp_path) == (2, 2)
+
+
+def test_on_written_hears_of_a_record_only_once_it_is_on_disk(tmp_path):
+    ms, heard = judged(3), []
+    with Store(tmp_path, "batch", batch=2) as store:
+        store.on_written = lambda record: heard.append((record["input"], on_disk(tmp_path)))
+        store.append(ms[0], "r1")
+        assert heard == []
+        store.append(ms[1], "r1")
+        store.append(ms[2], "r1")
+    assert [seen for _, seen in heard] == [(2, 2), (2, 2), (3, 3)]
+    assert [url for url, _ in heard] == [m.target.url for m in ms]

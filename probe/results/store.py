@@ -29,7 +29,7 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,9 @@ class Store:
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
         self.batch = max(1, batch)  # records per write + fsync + index transaction
-        self._pending: list[tuple[Path, str, dict[str, Any]]] = []  # (file, line, index row)
+        self._pending: list[tuple[Path, str, dict[str, Any], dict[str, Any]]] = []
+        # told of each record once it is written and indexed (`probe run --json` prints then)
+        self.on_written: Callable[[dict[str, Any]], None] | None = None
         self._report_starts: dict[str, float] = {}  # report id -> test_start_time
         self._db = self._open_index()
 
@@ -142,7 +144,7 @@ class Store:
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
         written = json.loads(line)
         path = self.path_for(m.start_time)
-        self._pending.append((path, line, self._row(written, m, path)))
+        self._pending.append((path, line, self._row(written, m, path), written))
         if len(self._pending) >= self.batch:
             self.flush()
         return written
@@ -154,14 +156,17 @@ class Store:
         if not pending:
             return
         self._ensure_folder()
-        for path in dict.fromkeys(p for p, _, _ in pending):
-            _append_lines(path, [line for p, line, _ in pending if p == path])
+        for path in dict.fromkeys(p for p, _, _, _ in pending):
+            _append_lines(path, [line for p, line, _, _ in pending if p == path])
         try:
             with self._db:
-                self._db.executemany(_INSERT, [row for _, _, row in pending])
+                self._db.executemany(_INSERT, [row for _, _, row, _ in pending])
         except sqlite3.Error as exc:  # the records are safe in the JSON lines; reindex restores
             raise StoreError(f"stored {len(pending)} record(s) but could not index them: "
                              f"{_why(exc)}") from exc
+        if self.on_written is not None:
+            for *_, record in pending:
+                self.on_written(record)
 
     def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
                vantage: str | None = None) -> None:
