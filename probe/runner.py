@@ -93,23 +93,28 @@ def control_sni(target: Target, plan: RunPlan) -> str:
     return target.control_domain or plan.control_sni or DEFAULT_CONTROL_SNI
 
 
-def _addresses(results: Sequence[DnsResult], limit: int) -> tuple[str, ...]:
+def _addresses(answers: Sequence[tuple[str, ...]], limit: int) -> tuple[str, ...]:
     seen: dict[str, None] = {}
-    for result in results:
-        for address in result.addresses:
+    for addresses in answers:
+        for address in addresses:
             seen.setdefault(address, None)
     return tuple(seen)[:limit]
 
 
 async def _resolve(target: Target, plan: RunPlan, settings: Settings
-                   ) -> tuple[tuple[DnsResult, ...], asyncio.Task[DnsResult]]:
-    """The A answers (system resolver first, then the controls), and a task asking the system
-    resolver for AAAA meanwhile: recorded for OONI's format, never used to connect or judge, and
-    awaited last so that a resolver ignoring AAAA delays nothing else."""
+                   ) -> tuple[tuple[asyncio.Task[DnsResult], ...], tuple[tuple[str, ...], ...],
+                              asyncio.Task[DnsResult]]:
+    """The A queries (system resolver first, then the controls), returned as soon as each has
+    its first answer: the tasks, still listening for injected duplicates (`dns_linger`), and
+    the addresses of those first answers (what the results will give). And a task asking the
+    system resolver for AAAA meanwhile: recorded for OONI's format, never used to connect or
+    judge, and awaited last so that a resolver ignoring AAAA delays nothing else."""
     host = _host(target)
     aaaa = asyncio.create_task(dns.measure(DnsQuery(host, "system", "AAAA"), settings))
     queries = [DnsQuery(host, "system"), *(DnsQuery(host, r) for r in plan.control_resolvers)]
-    return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries))), aaaa
+    started = await asyncio.gather(*(dns.started(q, settings) for q in queries))
+    return (tuple(task for task, _ in started),
+            tuple(first.addresses if first else () for _, first in started), aaaa)
 
 
 async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
@@ -145,18 +150,18 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
 
 
 async def _dns_step(target: Target, plan: RunPlan, settings: Settings):
-    """The answers, the AAAA task (None: no query) and the addresses to measure. An address in
-    the URL is used as it is: no query, so no DNS evidence (and no DNS verdict)."""
+    """The queries still listening, the AAAA task (None: no query), the addresses to measure
+    and the system resolver's. An address in the URL is used as it is: no query, so no DNS
+    evidence (and no DNS verdict)."""
     host = _host(target)
     if is_ip(host):
-        return (), None, (host,)
-    answers, aaaa = await _resolve(target, plan, settings)
-    return answers, aaaa, _addresses(answers, plan.max_addresses)
+        return (), None, (host,), (host,)
+    queries, firsts, aaaa = await _resolve(target, plan, settings)
+    return queries, aaaa, _addresses(firsts, plan.max_addresses), firsts[0]
 
 
 async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
-    answers, aaaa, addresses = await _dns_step(target, plan, settings)
-    system_addresses = answers[0].addresses if answers else addresses
+    queries, aaaa, addresses, system_addresses = await _dns_step(target, plan, settings)
     helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
     per_address = await asyncio.gather(
         *(_per_address(a, target, plan, settings) for a in addresses)
@@ -164,7 +169,7 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
     pinned = system_addresses[0] if system_addresses else None
     fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
     probe = Evidence(
-        dns=answers,
+        dns=tuple(await asyncio.gather(*queries)),
         dns_aaaa=(await aaaa,) if aaaa else (),
         tcp=tuple(connect for connect, _ in per_address),
         tls=tuple(hs for _, handshakes in per_address for hs in handshakes),

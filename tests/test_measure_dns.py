@@ -283,3 +283,22 @@ async def test_doh_queries_of_a_run_share_one_client(server):
         assert all(r.addresses == ("192.0.2.1",) for r in results)
         assert len(server.doh_peers) < 9
     assert session.closed
+
+
+async def test_started_returns_at_the_first_answer_while_the_query_keeps_listening(server):
+    """The caller can connect to the first answer's addresses while the query lingers: the
+    forged answer comes first, the real one later, and the result holds both."""
+    query, first = await dnsmeasure.started(DnsQuery("inject.test", server.udp_url),
+                                            settings(server, dns_linger=2.0))
+    assert first is not None and first.addresses == ("10.10.34.35",)
+    assert not query.done()  # still listening
+    result = await query
+    assert [r.addresses for r in result.responses] == [("10.10.34.35",), ("192.0.2.7",)]
+    assert result.addresses == first.addresses
+
+
+async def test_started_without_an_answer_gives_the_ended_query(server):
+    query, first = await dnsmeasure.started(DnsQuery("drop.test", server.udp_url),
+                                            settings(server, timeout=0.3))
+    assert first is None and query.done()
+    assert query.result().failure == failures.TIMEOUT

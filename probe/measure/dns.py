@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -96,8 +97,16 @@ def system_nameserver(path: str = RESOLV_CONF) -> str:
     return str(conf.nameservers[0])
 
 
-async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
-    """Resolve `query`; DNS and network failures are returned in the result, never raised."""
+FirstAnswer = Callable[[DnsResponse], None]
+
+
+async def measure(query: DnsQuery, settings: Settings, on_first: FirstAnswer | None = None
+                  ) -> DnsResult:
+    """Resolve `query`; DNS and network failures are returned in the result, never raised.
+
+    `on_first` hears the first answer as soon as it arrives, while the query keeps listening
+    for more (`settings.dns_linger` over UDP): the caller can connect meanwhile. The result's
+    `addresses` are that answer's."""
     t0, start = settings.since_origin(), time.monotonic()
     kind = query.resolver.split(":", 1)[0]
     kind = kind if kind in _DEFAULT_PORTS else "udp"  # a bounded label even for a bad URL
@@ -112,13 +121,13 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
         resolver_text = resolver.describe()
         message = dns.message.make_query(query.domain, query.qtype)
         async with asyncio.timeout(settings.timeout + settings.dns_linger):  # a hard bound
-            responses = await _exchange(message, resolver, settings)
+            responses = await _exchange(message, resolver, settings, on_first)
     except NETWORK_ERRORS as exc:  # every network failure becomes data
         failure, why = failure_and_cause(exc)
     except ValueError as exc:  # a resolver URL or name that cannot be used: nothing was sent
         failure, why = failures.UNKNOWN, cause(exc)
     else:
-        failure = _failure_of(responses[0]) if responses else failures.TIMEOUT
+        failure = failure_of(responses[0]) if responses else failures.TIMEOUT
     first = responses[0] if responses else None
     return DnsResult(
         t0=t0,
@@ -138,6 +147,31 @@ async def measure(query: DnsQuery, settings: Settings) -> DnsResult:
     )
 
 
+async def started(query: DnsQuery, settings: Settings
+                  ) -> tuple[asyncio.Task[DnsResult], DnsResponse | None]:
+    """Starts `query` and returns once its first answer is in (or it ended without one): the
+    task, still listening for more, and that answer (None: ended without one; the task's result
+    says why). What a result's `addresses` will be is known then: the caller need not wait for
+    the linger to connect."""
+    first: asyncio.Future[DnsResponse] = asyncio.get_running_loop().create_future()
+
+    def heard(response: DnsResponse) -> None:
+        if not first.done():
+            first.set_result(response)
+
+    task = asyncio.create_task(measure(query, settings, heard))
+    try:
+        await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if first.done():
+        return task, first.result()
+    first.cancel()
+    responses = task.result().responses
+    return task, responses[0] if responses else None
+
+
 def _fingerprint(responses: tuple[DnsResponse, ...]) -> str | None:
     """OONI's id for a known blockpage answer in any response heard (an injected one too)."""
     values = (a.value for r in responses for a in r.answers)  # addresses and CNAME targets
@@ -155,11 +189,12 @@ async def address_of(host: str, settings: Settings) -> str | None:
 
 
 async def _exchange(
-    message: dns.message.Message, resolver: Resolver, settings: Settings
+    message: dns.message.Message, resolver: Resolver, settings: Settings,
+    on_first: FirstAnswer | None = None,
 ) -> tuple[DnsResponse, ...]:
     if resolver.kind in ("system", "udp"):
         assert resolver.host is not None
-        return await _udp(message, resolver.host, resolver.port, settings)
+        return await _udp(message, resolver.host, resolver.port, settings, on_first)
     sent = time.monotonic()
     if resolver.kind == "tls":
         answer = await dns.asyncquery.tls(
@@ -203,7 +238,8 @@ async def _doh(message: dns.message.Message, url: str, settings: Settings) -> dn
 
 
 async def _udp(
-    message: dns.message.Message, host: str, port: int, settings: Settings
+    message: dns.message.Message, host: str, port: int, settings: Settings,
+    on_first: FirstAnswer | None = None,
 ) -> tuple[DnsResponse, ...]:
     """Send once, then hear every matching answer until timeout, or linger after the first."""
     backend = dns.asyncbackend.get_backend("asyncio")
@@ -232,6 +268,8 @@ async def _udp(
             heard.append(_response(answer, time.monotonic() - sent, host_port(source[0], source[1])))
             if len(heard) == 1:
                 expiration = min(expiration, time.time() + settings.dns_linger)
+                if on_first is not None:
+                    on_first(heard[0])
     return tuple(heard)
 
 
@@ -255,7 +293,8 @@ def _answers(answer: dns.message.Message) -> tuple[DnsAnswer, ...]:
     return tuple(records)
 
 
-def _failure_of(response: DnsResponse) -> str | None:
+def failure_of(response: DnsResponse) -> str | None:
+    """The failure one response stands for (an rcode, or no address)."""
     failure = _RCODE_FAILURES.get(response.rcode, failures.DNS_MISBEHAVING)
     if failure is None and not response.addresses:
         return failures.DNS_NO_ANSWER

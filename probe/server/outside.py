@@ -79,12 +79,18 @@ def choose_addresses(own: tuple[str, ...], probe_seen: tuple[str, ...], policy: 
     return tuple(allowed[: policy.max_addresses])
 
 
-async def _resolve(host: str, settings: Settings, policy: Policy, found: _Found) -> tuple[str, ...]:
+async def _resolve(host: str, settings: Settings, policy: Policy
+                   ) -> tuple[tuple[str, ...], asyncio.Task[DnsResult] | None]:
+    """The addresses of the first answer, as soon as it is in, and the query still listening
+    (its result is recorded when it ends)."""
     if is_ip(host):
-        return (host,)
-    result = await dns.measure(DnsQuery(host, policy.resolver), settings)
-    found.dns.append(result)
-    return result.addresses if result.failure is None else ()
+        return (host,), None
+    query, first = await dns.started(DnsQuery(host, policy.resolver), settings)
+    return (first.addresses if first and dns.failure_of(first) is None else ()), query
+
+
+async def _record(query: asyncio.Task[DnsResult], found: _Found) -> None:
+    found.dns.append(await query)
 
 
 async def _per_address(
@@ -108,10 +114,11 @@ def _host_sni(request: HelperRequest) -> str:
 
 
 async def _fetch(
-    request: HelperRequest, own: tuple[str, ...], settings: Settings, policy: Policy, found: _Found
+    request: HelperRequest, own: tuple[str, ...], settings: Settings, policy: Policy,
+    found: _Found, query: asyncio.Task[DnsResult] | None,
 ) -> None:
     if not own:  # the helper could not resolve the name either: say so, as OONI's helper does
-        failure = found.dns[-1].failure if found.dns else None
+        failure = (await query).failure if query is not None else None
         found.http.append(HttpResult(
             url=request.url, t0=settings.since_origin(),
             failure=failure or failures.DNS_NO_ANSWER, operation=failures.RESOLVE,
@@ -134,13 +141,15 @@ async def _fetch(
 async def _measure_all(
     request: HelperRequest, settings: Settings, policy: Policy, found: _Found
 ) -> None:
-    own = await _resolve(_host(request), settings, policy, found)
+    own, query = await _resolve(_host(request), settings, policy)
     addresses = choose_addresses(own, request.addresses, policy)
     https = urlsplit(request.url).scheme == "https"
     async with asyncio.TaskGroup() as group:
+        if query is not None:
+            group.create_task(_record(query, found))
         for index, address in enumerate(addresses):
             group.create_task(_per_address(index, address, request, https, settings, found))
-        group.create_task(_fetch(request, own, settings, policy, found))
+        group.create_task(_fetch(request, own, settings, policy, found, query))
 
 
 async def measure_outside(
