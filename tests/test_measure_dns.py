@@ -302,3 +302,15 @@ async def test_started_without_an_answer_gives_the_ended_query(server):
                                             settings(server, timeout=0.3))
     assert first is None and query.done()
     assert query.result().failure == failures.TIMEOUT
+
+
+def test_system_nameserver_follows_the_file_as_it_changes(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 10.0.9.53\n")
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.53"
+    conf.write_text("nameserver 10.0.9.254\n")  # another size: read again
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.254"
+    replacement = tmp_path / "other.conf"
+    replacement.write_text("nameserver 10.0.9.255\n")  # same size, another file (inode)
+    replacement.replace(conf)
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.255"

@@ -8,6 +8,8 @@ different answers to one query are its signature. Every answer heard is kept, in
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 import time
 import urllib.parse
@@ -92,7 +94,17 @@ def parse_resolver(url: str) -> Resolver:
 
 
 def system_nameserver(path: str = RESOLV_CONF) -> str:
-    """The first nameserver `path` names, read now (so a namespace's bind mount is honoured)."""
+    """The first nameserver `path` names, as the file is now (so a namespace's bind mount is
+    honoured); parsed again only when the file changed (it was 0.2 ms per query)."""
+    try:
+        status = os.stat(path)
+    except OSError:  # dnspython says what is wrong, as before
+        return _first_nameserver.__wrapped__(path, 0, 0, 0)
+    return _first_nameserver(path, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _first_nameserver(path: str, _inode: int, _mtime_ns: int, _size: int) -> str:
     conf = dns.resolver.Resolver(filename=path, configure=True)
     return str(conf.nameservers[0])
 
