@@ -20,8 +20,6 @@ it, local interface addresses) is replaced by "[scrubbed]" anywhere in the recor
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -34,6 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from probe.model import TargetMeasurement, Vantage
+from probe.results.jsonl import (
+    StoreError,
+    append_lines,
+    read_measurements,
+    read_records,
+    reason,
+)
 from probe.results.ooni import from_ooni, probe_blocking, report_start, to_ooni
 from probe.results.scrub import scrub
 
@@ -61,11 +66,6 @@ _INSERT = (f"INSERT INTO measurements ({', '.join((*INDEX_COLUMNS, 'file'))})"
            f" VALUES ({', '.join(f':{k}' for k in (*INDEX_COLUMNS, 'file'))})")
 
 
-class StoreError(Exception):
-    """The results cannot be stored (full disk, folder gone or read-only, corrupt index);
-    str(err) is one line for a person. Records written before it are intact."""
-
-
 class Store:
     """Where one vantage's results go. Processes appending to one folder at once take turns
     (an advisory lock per file); a folder removed under a running store is made again."""
@@ -88,7 +88,7 @@ class Store:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(index, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot use results folder {self.out_dir}: {_why(exc)}") from exc
+            raise StoreError(f"cannot use results folder {self.out_dir}: {reason(exc)}") from exc
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -96,7 +96,7 @@ class Store:
         except sqlite3.Error as exc:
             db.close()
             self.check_writable()  # a read-only folder says so, rather than blame the index
-            raise StoreError(f"cannot use the results index {index}: {_why(exc)} (move it away;"
+            raise StoreError(f"cannot use the results index {index}: {reason(exc)} (move it away;"
                              " `Store.reindex` rebuilds it from the JSON lines)") from exc
         return db
 
@@ -108,7 +108,7 @@ class Store:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             probe.unlink()
         except OSError as exc:
-            raise StoreError(f"results folder {self.out_dir} is not writable: {_why(exc)}"
+            raise StoreError(f"results folder {self.out_dir} is not writable: {reason(exc)}"
                              ) from exc
 
     def _ensure_folder(self) -> None:
@@ -157,13 +157,13 @@ class Store:
             return
         self._ensure_folder()
         for path in dict.fromkeys(p for p, _, _, _ in pending):
-            _append_lines(path, [line for p, line, _, _ in pending if p == path])
+            append_lines(path, [line for p, line, _, _ in pending if p == path])
         try:
             with self._db:
                 self._db.executemany(_INSERT, [row for _, _, row, _ in pending])
         except sqlite3.Error as exc:  # the records are safe in the JSON lines; reindex restores
             raise StoreError(f"stored {len(pending)} record(s) but could not index them: "
-                             f"{_why(exc)}") from exc
+                             f"{reason(exc)}") from exc
         if self.on_written is not None:
             for *_, record in pending:
                 self.on_written(record)
@@ -260,58 +260,6 @@ class Store:
         self.flush()
         for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
             yield from read_records(path)
-
-
-def _append_lines(path: Path, lines: list[str]) -> None:
-    """Records, all whole or none at all: one write of the lines, checked, then fsync; on any
-    failure the file is cut back to where the write began. The lock keeps writers in other
-    processes from appending between our size check and a truncation."""
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        start = os.fstat(fd).st_size
-        if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
-            data = b"\n" + data  # close a line a crash left open, so ours stays whole
-        try:
-            written = os.write(fd, data)
-            if written != len(data):
-                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
-            os.fsync(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-            raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _why(exc: BaseException) -> str:
-    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or str(exc)
-
-
-def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """The records of one JSON-lines file; lines that do not parse (a torn write) are skipped."""
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and "test_keys" in record:
-                yield record
-
-
-def read_measurements(path: Path | str) -> Iterator[TargetMeasurement]:
-    """The TargetMeasurements of one JSON-lines file, skipping what cannot be rebuilt."""
-    for record in read_records(path):
-        try:
-            yield from_ooni(record)
-        except Exception:  # noqa: BLE001 - an old or damaged record must not stop a reader
-            continue
 
 
 def local_addresses() -> set[str]:
