@@ -12,7 +12,6 @@ every other target stored).
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -108,10 +107,6 @@ class Session:
         if on_health is not None:
             on_health(self.last_health)
         targets = itertools.chain(first, pulled)
-        # What is loaded by now lives as long as the process: out of the collector's sight, so
-        # that full collections stay cheap and frequent enough to free the cycles a closed
-        # connection leaves (each held a 256 KiB TLS read buffer until collected).
-        gc.freeze()
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             # no throughput flow: no bulk read goes through asyncio's TLS read buffers

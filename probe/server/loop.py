@@ -11,7 +11,6 @@ handler, so a real bug in a callback still logs its traceback.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import traceback
 from pathlib import Path
@@ -57,8 +56,8 @@ def install(loop: asyncio.AbstractEventLoop | None = None) -> None:
 
 def lean() -> None:
     """For the helper process only: small TLS read buffers in every connection it accepts or
-    makes (a class attribute asyncio reads when a connection is made), and what is imported
-    by now kept out of the collector's sight, so full collections stay cheap and frequent."""
-    small_tls_reads()  # 68 MB of 256 KiB buffers for ~500 connections under load; what it
-    gc.freeze()  # sends (bulk flows) does not go through them
+    makes (a class attribute asyncio reads when a connection is made). They were 68 MB of
+    256 KiB buffers for ~500 connections under load; what it sends (bulk flows) does not go
+    through them."""
+    small_tls_reads()
 
