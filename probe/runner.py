@@ -1,9 +1,9 @@
 """Measures targets: the probe's own view beside its controls, then a verdict per target.
 
 For one target, in order: DNS from the system resolver and the control resolver (in parallel);
-the helper's control measurement from outside; per address a TCP connect, a TLS handshake with
-the target's SNI and one with the control SNI (back to back, same address, same conditions); an
-HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
+the helper's control measurement from outside; per address a TCP connect and a TLS handshake
+with the target's SNI on it, and, when that handshake fails, one with the control SNI (back to
+back, same address, same conditions); an HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
 direct download of a real object of the target). Targets run concurrently up to a bound, but
 throughput runs one target at a time so that targets never compete for the link.
 """
@@ -93,35 +93,42 @@ def control_sni(target: Target, plan: RunPlan) -> str:
     return target.control_domain or plan.control_sni or DEFAULT_CONTROL_SNI
 
 
-def _addresses(results: Sequence[DnsResult], limit: int) -> tuple[str, ...]:
+def _addresses(answers: Sequence[tuple[str, ...]], limit: int) -> tuple[str, ...]:
     seen: dict[str, None] = {}
-    for result in results:
-        for address in result.addresses:
+    for addresses in answers:
+        for address in addresses:
             seen.setdefault(address, None)
     return tuple(seen)[:limit]
 
 
 async def _resolve(target: Target, plan: RunPlan, settings: Settings
-                   ) -> tuple[tuple[DnsResult, ...], asyncio.Task[DnsResult]]:
-    """The A answers (system resolver first, then the controls), and a task asking the system
-    resolver for AAAA meanwhile: recorded for OONI's format, never used to connect or judge, and
-    awaited last so that a resolver ignoring AAAA delays nothing else."""
+                   ) -> tuple[tuple[asyncio.Task[DnsResult], ...], tuple[tuple[str, ...], ...],
+                              asyncio.Task[DnsResult]]:
+    """The A queries (system resolver first, then the controls), returned as soon as each has
+    its first answer: the tasks, still listening for injected duplicates (`dns_linger`), and
+    the addresses of those first answers (what the results will give). And a task asking the
+    system resolver for AAAA meanwhile: recorded for OONI's format, never used to connect or
+    judge, and awaited last so that a resolver ignoring AAAA delays nothing else."""
     host = _host(target)
     aaaa = asyncio.create_task(dns.measure(DnsQuery(host, "system", "AAAA"), settings))
     queries = [DnsQuery(host, "system"), *(DnsQuery(host, r) for r in plan.control_resolvers)]
-    return tuple(await asyncio.gather(*(dns.measure(q, settings) for q in queries))), aaaa
+    started = await asyncio.gather(*(dns.started(q, settings) for q in queries))
+    return (tuple(task for task, _ in started),
+            tuple(first.addresses if first else () for _, first in started), aaaa)
 
 
 async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
-    """TCP, then TLS with the target SNI, then TLS with the control SNI, to one address."""
+    """TCP, then TLS with the target SNI on that connection, to one address; then, only if that
+    handshake failed after the connect, TLS with the control SNI (what the verdict compares)."""
     port = _port(target)
-    connect = await tcp.measure(Endpoint(address, port), settings)
     if urlsplit(target.url).scheme == "http":
-        return connect, ()
-    handshakes = []
-    for sni in (_host(target), control_sni(target, plan)):
-        handshakes.append(await tls.measure(Endpoint(address, port, sni), settings))
-    return connect, tuple(handshakes)
+        return await tcp.measure(Endpoint(address, port), settings), ()
+    handshake = await tls.measure(Endpoint(address, port, _host(target)), settings)
+    handshakes = (handshake,)
+    if tls.needs_control_sni(handshake):
+        control = Endpoint(address, port, control_sni(target, plan))
+        handshakes += (await tls.measure(control, settings),)
+    return tcp.from_handshake(handshake), handshakes
 
 
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
@@ -143,18 +150,18 @@ async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, 
 
 
 async def _dns_step(target: Target, plan: RunPlan, settings: Settings):
-    """The answers, the AAAA task (None: no query) and the addresses to measure. An address in
-    the URL is used as it is: no query, so no DNS evidence (and no DNS verdict)."""
+    """The queries still listening, the AAAA task (None: no query), the addresses to measure
+    and the system resolver's. An address in the URL is used as it is: no query, so no DNS
+    evidence (and no DNS verdict)."""
     host = _host(target)
     if is_ip(host):
-        return (), None, (host,)
-    answers, aaaa = await _resolve(target, plan, settings)
-    return answers, aaaa, _addresses(answers, plan.max_addresses)
+        return (), None, (host,), (host,)
+    queries, firsts, aaaa = await _resolve(target, plan, settings)
+    return queries, aaaa, _addresses(firsts, plan.max_addresses), firsts[0]
 
 
 async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
-    answers, aaaa, addresses = await _dns_step(target, plan, settings)
-    system_addresses = answers[0].addresses if answers else addresses
+    queries, aaaa, addresses, system_addresses = await _dns_step(target, plan, settings)
     helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
     per_address = await asyncio.gather(
         *(_per_address(a, target, plan, settings) for a in addresses)
@@ -162,7 +169,7 @@ async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, 
     pinned = system_addresses[0] if system_addresses else None
     fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
     probe = Evidence(
-        dns=answers,
+        dns=tuple(await asyncio.gather(*queries)),
         dns_aaaa=(await aaaa,) if aaaa else (),
         tcp=tuple(connect for connect, _ in per_address),
         tls=tuple(hs for _, handshakes in per_address for hs in handshakes),

@@ -122,8 +122,10 @@ async def _serve_stream(
         writer.close()
 
 
-def _doh_app(zone: Mapping[str, Rule]) -> web.Application:
+def _doh_app(zone: Mapping[str, Rule], peers: set) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
+        if request.transport is not None:  # one client address:port per connection
+            peers.add(request.transport.get_extra_info("peername"))
         answers = respond(zone, await doh_query(request))
         if not answers:
             await asyncio.sleep(3600)  # "drop": the client's timeout ends it
@@ -146,6 +148,7 @@ class DnsServer:
         self._udp: _Udp | None = None
         self._closers: list = []
         self.udp_port = self.tls_port = self.https_port = 0
+        self.doh_peers: set = set()  # the client ends of DoH connections that sent a query
 
     @property
     def udp_url(self) -> str:
@@ -180,7 +183,7 @@ class DnsServer:
         )
         self._closers.append(tls.close)
         self.tls_port = tls.sockets[0].getsockname()[1]
-        runner = web.AppRunner(_doh_app(self.zone), shutdown_timeout=0.1)
+        runner = web.AppRunner(_doh_app(self.zone, self.doh_peers), shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, host, 0, ssl_context=self._server_context())
         await site.start()

@@ -259,22 +259,58 @@ def test_system_resolver_inside_ip_netns_exec():
 
 
 async def test_doh_queries_of_a_run_share_one_client(server):
-    """Inside a run's scope every DoH query to one resolver goes through one client (one TLS
-    connection kept open); the scope closes it; outside a scope each query makes its own."""
+    """Inside a run's scope every DoH query goes through one kept-alive session (as the
+    server sees it: queries one after another arrive on one connection); the scope closes it;
+    outside a scope each query makes its own connection."""
     from probe.measure import shared
 
     server.zone["ok.test"] = Rule.answer("192.0.2.1")
-    assert shared.doh_client(server.https_url, server.ca_file) is None
+    query = DnsQuery("ok.test", server.https_url)
+    assert shared.doh_session(server.ca_file) is None
+    for _ in range(2):
+        assert (await dnsmeasure.measure(query, settings(server))).addresses == ("192.0.2.1",)
+    assert len(server.doh_peers) == 2
+    server.doh_peers.clear()
     async with shared.scope():
-        client = shared.doh_client(server.https_url, server.ca_file)
-        assert client is not None and shared.doh_client(server.https_url, server.ca_file) is client
+        session = shared.doh_session(server.ca_file)
+        assert session is not None and shared.doh_session(server.ca_file) is session
         for _ in range(5):  # one after another: the same connection every time
-            result = await dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
+            result = await dnsmeasure.measure(query, settings(server))
             assert result.addresses == ("192.0.2.1",)
-        assert len(client._transport._pool.connections) == 1  # httpx's pool
-        results = await asyncio.gather(*(  # at once (HTTP/1.1 here): a few, not one per query
-            dnsmeasure.measure(DnsQuery("ok.test", server.https_url), settings(server))
-            for _ in range(8)))
+        assert len(server.doh_peers) == 1
+        results = await asyncio.gather(*(  # at once (HTTP/1.1): a few, not one per query
+            dnsmeasure.measure(query, settings(server)) for _ in range(8)))
         assert all(r.addresses == ("192.0.2.1",) for r in results)
-        assert len(client._transport._pool.connections) < 8
-    assert client.is_closed
+        assert len(server.doh_peers) < 9
+    assert session.closed
+
+
+async def test_started_returns_at_the_first_answer_while_the_query_keeps_listening(server):
+    """The caller can connect to the first answer's addresses while the query lingers: the
+    forged answer comes first, the real one later, and the result holds both."""
+    query, first = await dnsmeasure.started(DnsQuery("inject.test", server.udp_url),
+                                            settings(server, dns_linger=2.0))
+    assert first is not None and first.addresses == ("10.10.34.35",)
+    assert not query.done()  # still listening
+    result = await query
+    assert [r.addresses for r in result.responses] == [("10.10.34.35",), ("192.0.2.7",)]
+    assert result.addresses == first.addresses
+
+
+async def test_started_without_an_answer_gives_the_ended_query(server):
+    query, first = await dnsmeasure.started(DnsQuery("drop.test", server.udp_url),
+                                            settings(server, timeout=0.3))
+    assert first is None and query.done()
+    assert query.result().failure == failures.TIMEOUT
+
+
+def test_system_nameserver_follows_the_file_as_it_changes(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 10.0.9.53\n")
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.53"
+    conf.write_text("nameserver 10.0.9.254\n")  # another size: read again
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.254"
+    replacement = tmp_path / "other.conf"
+    replacement.write_text("nameserver 10.0.9.255\n")  # same size, another file (inode)
+    replacement.replace(conf)
+    assert dnsmeasure.system_nameserver(str(conf)) == "10.0.9.255"

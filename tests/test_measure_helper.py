@@ -35,7 +35,10 @@ async def test_measure_against_the_helper() -> None:
     assert result.complete is True and result.elapsed > 0
     evidence = result.evidence
     assert [t.address for t in evidence.tcp] == ["127.0.0.1", "127.0.0.2"]
-    assert {t.sni for t in evidence.tls} == {"example.test", "control.test"}
+    # 127.0.0.2 refuses the connect and 127.0.0.1 completes: no control-SNI handshake needed
+    assert [(t.address, t.sni) for t in evidence.tls] == [("127.0.0.1", "example.test"),
+                                                          ("127.0.0.2", "example.test")]
+    assert [t.failure for t in evidence.tcp] == [None, failures.CONNECTION_REFUSED]
     assert evidence.http[0].title == TITLE
 
 

@@ -75,7 +75,10 @@ async def test_clean_target_is_accessible_with_full_evidence(lab, isp) -> None:
     m = await measure_target(target(lab), plan(lab))
     assert m.verdict.verdict == "accessible", m.verdict
     assert {d.resolver_kind for d in m.probe.dns} == {"system", "udp"}
-    assert {t.sni for t in m.probe.tls} == {"example.test", "control.test"}
+    # a working target-SNI handshake needs no control-SNI one; TCP is its connect
+    assert [t.sni for t in m.probe.tls] == ["example.test"]
+    assert [(t.address, t.failure) for t in m.probe.tcp] == [("127.0.0.1", None)]
+    assert m.probe.tcp[0].elapsed == m.probe.tls[0].connect_time
     assert [h.status for h in m.probe.http] == [200]
     assert m.control.http and m.control.http[0].status == 200
     assert m.control_source == "helper" and m.runtime > 0

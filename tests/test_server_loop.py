@@ -157,3 +157,55 @@ async def test_bulk_survives_a_client_that_resets_before_the_headers(monkeypatch
     monkeypatch.setattr(web.StreamResponse, "prepare", reset)
     response = await handle_bulk(make_mocked_request("GET", "/bulk?bytes=1000"))
     assert response.content_length == 1000
+
+
+_LEAN_TRANSFER = """
+import asyncio, asyncio.sslproto, ssl, sys, trustme
+from probe.measure.tlsctx import SMALL_TLS_READS
+from probe.server.loop import lean
+lean()
+ca = trustme.CA()
+server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ca.issue_cert("localhost").configure_cert(server_ctx)
+client_ctx = ssl.create_default_context()
+ca.configure_trust(client_ctx)
+DATA = bytes(range(256)) * 4096  # 1 MiB, read through the small buffer on both sides
+async def echo(reader, writer):
+    writer.write(await reader.readexactly(len(DATA)))
+    await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                                   server_hostname="localhost")
+    writer.write(DATA)
+    got = await asyncio.wait_for(reader.readexactly(len(DATA)), 30)
+    writer.close()
+    server.close()
+    assert got == DATA
+    assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS == 32 << 10
+    print("ok")
+asyncio.run(main())
+"""
+
+
+def test_lean_tls_read_buffers_still_carry_every_byte() -> None:
+    """`probe serve`'s small TLS read buffers (a process-wide asyncio setting, hence a
+    subprocess): 1 MiB each way over loopback TLS arrives whole."""
+    done = subprocess.run([sys.executable, "-c", _LEAN_TRANSFER], cwd=REPO, timeout=60,
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_small_tls_reads_while_restores_the_previous_size() -> None:
+    import asyncio.sslproto
+
+    from probe.measure.tlsctx import SMALL_TLS_READS, small_tls_reads_while
+
+    before = asyncio.sslproto.SSLProtocol.max_size
+    with small_tls_reads_while(False):
+        assert asyncio.sslproto.SSLProtocol.max_size == before
+    with small_tls_reads_while(True):
+        assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS != before
+    assert asyncio.sslproto.SSLProtocol.max_size == before

@@ -185,7 +185,7 @@ async def test_an_ip_literal_url_is_measured_without_dns(tmp_path, unasked_resol
     assert m.target.domain == "127.0.0.1"
     assert (m.probe.dns, m.probe.dns_aaaa, queries) == ((), (), 0)
     assert [t.address for t in m.probe.tcp] == ["127.0.0.1"] and m.probe.tcp[0].failure is None
-    assert {t.sni for t in m.probe.tls} == {"127.0.0.1", "control.test"}
+    assert [t.sni for t in m.probe.tls] == ["127.0.0.1"]  # it worked: no control SNI
     target_tls = next(t for t in m.probe.tls if t.sni == "127.0.0.1")
     assert target_tls.failure is None and target_tls.cert_valid_for_name  # the IP SAN
     assert [(h.address, h.status) for h in m.probe.http] == [("127.0.0.1", 200)]

@@ -68,14 +68,20 @@ def _measure(targets: Iterable[Target], total: int, options: MeasurementOptions,
     _say(notices.contacts(options.controls()))
     record = session.recorder()
     tally = _Tally(keep_all)
+    written = [0]  # records on disk: the store writes them in batches
+
+    def on_written(stored: dict) -> None:
+        written[0] += 1
+        if as_json:  # printed once it is stored
+            click.echo(json_line(stored))
+
+    session.store.on_written = on_written
     with console.progress(sys.stderr.isatty()) as progress:
         task = progress.add_task("", total=total)
 
         def on_result(m: TargetMeasurement) -> None:
-            stored = record(m)
+            record(m)
             tally.add(m)
-            if as_json:
-                click.echo(json_line(stored))
             progress.update(task, advance=1, description=m.target.domain)
 
         try:
@@ -92,7 +98,7 @@ def _measure(targets: Iterable[Target], total: int, options: MeasurementOptions,
             raise SystemExit(EXIT_INPUT) from None
         except StoreError as exc:
             progress.stop()
-            stored = sum(tally.verdicts.values())
+            stored = written[0]
             click.echo(f"error: results could not be stored, run stopped after {stored} of "
                        f"{total} targets (those are intact): {exc}", err=True)
             raise SystemExit(EXIT_STORE) from None

@@ -14,6 +14,7 @@ from probe.model import Settings
 from probe.server.app import ServerConfig, server_ssl_context, start
 from probe.server.collector import CollectorConfig, CollectorError, Tokens
 from probe.server.loop import install as install_loop_handler
+from probe.server.loop import lean
 from probe.server.outside import Policy
 
 
@@ -29,6 +30,7 @@ def _check_resolver(_ctx: click.Context, _param: click.Parameter, value: str) ->
 
 async def _serve(config: ServerConfig, host: str, port: int, cert: str | None, key: str | None):
     install_loop_handler()  # a client's reset is a debug line, not a traceback
+    lean()  # small TLS read buffers: memory per connection
     context = server_ssl_context(cert, key) if cert and key else None
     runner, bound = await start(config, host, port, context)
     scheme = "https" if context else "http"

@@ -11,6 +11,7 @@ every other target stored).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ import click
 
 from probe import health
 from probe.cli.options import MeasurementOptions
+from probe.measure.tlsctx import small_tls_reads_while
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.results.ooni import new_report_id
 from probe.results.store import Store, StoreError, local_addresses
@@ -28,6 +30,8 @@ from probe.runner import RunPlan, run_targets
 
 OnResult = Callable[[TargetMeasurement], None]
 EXIT_INPUT, EXIT_STORE, EXIT_OFFLINE, EXIT_INTERNAL = 2, 3, 4, 5
+# group commit (results/store.py): a crash loses at most this many records or seconds of them
+STORE_BATCH, STORE_FLUSH_SECONDS = 64, 1.0
 
 
 @dataclass
@@ -36,12 +40,14 @@ class Session:
     vantage: Vantage
     plan: RunPlan
     last_health: health.Health | None = None
+    flush_error: StoreError | None = None  # a periodic flush failed: the next record raises it
 
     @classmethod
     def open(cls, options: MeasurementOptions, concurrency: int) -> Session:
         """Raises StoreError when the results folder cannot be used (see `open_or_exit`)."""
         vantage = options.vantage_point()
-        store = Store(options.out_dir, vantage, scrub_addresses=local_addresses())
+        store = Store(options.out_dir, vantage, scrub_addresses=local_addresses(),
+                      batch=STORE_BATCH)
         store.check_writable()
         plan = replace(options.plan(concurrency), history=store.control_rate_history)
         return cls(store, vantage, plan)
@@ -64,7 +70,27 @@ class Session:
     def recorder(self) -> Callable[[TargetMeasurement], dict[str, Any]]:
         """Stores each measurement of one run (a new report id) and returns its record."""
         report_id = new_report_id(self.vantage)
-        return lambda m: self.store.append(m, report_id)
+
+        def record(m: TargetMeasurement) -> dict[str, Any]:
+            self._raise_flush_error()
+            return self.store.append(m, report_id)
+
+        return record
+
+    def _raise_flush_error(self) -> None:
+        error, self.flush_error = self.flush_error, None
+        if error is not None:
+            raise error
+
+    async def _flush_periodically(self) -> None:
+        """Bounds what a crash loses in time too, when targets complete slowly."""
+        while True:
+            await asyncio.sleep(STORE_FLUSH_SECONDS)
+            try:
+                self.store.flush()
+            except StoreError as exc:  # raised where records are stored, so the run stops
+                self.flush_error = exc
+                return
 
     async def run(self, targets: Iterable[Target], on_result: OnResult,
                   on_health: Callable[[health.Health], None] | None = None
@@ -81,5 +107,14 @@ class Session:
         if on_health is not None:
             on_health(self.last_health)
         targets = itertools.chain(first, pulled)
-        return await run_targets(targets, self.plan, on_result,
-                                 client_ips=self.store.scrub_addresses, collect=False)
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            # no throughput flow: no bulk read goes through asyncio's TLS read buffers
+            with small_tls_reads_while(not self.plan.throughput):
+                return await run_targets(targets, self.plan, on_result,
+                                         client_ips=self.store.scrub_addresses, collect=False)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            self._raise_flush_error()
+            self.store.flush()  # whatever the run's outcome, what it measured is kept

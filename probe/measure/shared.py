@@ -4,35 +4,30 @@ run more handshakes than its measurements made; these are the probe's own truste
 so reusing them hides nothing. Measurement flows (TCP, TLS, HTTP, throughput to targets) are
 never shared: each is a new flow, as a censor sees it.
 
-A run opens a scope with `async with scope():` (probe.runner does); inside it, `doh_client`
-and `helper_session` return the run's shared client, outside they return None and the caller
+A run opens a scope with `async with scope():` (probe.runner does); inside it, `doh_session`
+and `helper_session` return the run's shared session, outside they return None and the caller
 makes a one-off client as before.
 """
 
 from __future__ import annotations
 
 import contextvars
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-import dns.asyncbackend
 
 from probe.measure.tlsctx import client_context
 
 
 @dataclass
 class _Clients:
-    doh: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    doh: dict[str | None, aiohttp.ClientSession] = field(default_factory=dict)
     helper: dict[str | None, aiohttp.ClientSession] = field(default_factory=dict)
 
     async def close(self) -> None:
-        for client in self.doh.values():
-            await client.aclose()
-        for session in self.helper.values():
+        for session in (*self.doh.values(), *self.helper.values()):
             await session.close()
 
 
@@ -53,23 +48,16 @@ async def scope() -> AsyncIterator[None]:
         await clients.close()
 
 
-def doh_client(host: str, ca_file: str | None) -> Any:
-    """The run's httpx client for one DoH server (as dnspython would build it), or None."""
+def doh_session(ca_file: str | None) -> aiohttp.ClientSession | None:
+    """The run's aiohttp session for its DoH servers (keep-alive), or None outside a scope."""
     clients = _CURRENT.get()
     if clients is None:
         return None
-    key = (host, ca_file)
-    if key not in clients.doh:
-        import httpx2  # dnspython's DoH client; present whenever DoH works at all
-
-        verify = client_context(ca_file)
-        transport = dns.asyncbackend.get_default_backend().get_transport_class()(
-            local_address=None, http1=True, http2=True, verify=verify, local_port=0,
-            bootstrap_address=None, resolver=None, family=socket.AF_UNSPEC,
-        )
-        clients.doh[key] = httpx2.AsyncClient(http1=True, http2=True, verify=verify,
-                                              transport=transport)
-    return clients.doh[key]
+    if ca_file not in clients.doh:
+        # no pool limit: the run's concurrency bounds the queries in flight
+        connector = aiohttp.TCPConnector(ssl=client_context(ca_file), limit=0)
+        clients.doh[ca_file] = aiohttp.ClientSession(connector=connector)
+    return clients.doh[ca_file]
 
 
 def helper_session(ca_file: str | None, trace: aiohttp.TraceConfig) -> aiohttp.ClientSession | None:

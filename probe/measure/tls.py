@@ -195,3 +195,11 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     names = ext.value.get_values_for_type(x509.DNSName)
     addresses = [str(a) for a in ext.value.get_values_for_type(x509.IPAddress)]
     return tuple(names + addresses)
+
+
+def needs_control_sni(handshake: TlsResult) -> bool:
+    """Whether a handshake with the control SNI to the same address is worth making: only when
+    this target-SNI handshake failed after its connect. The verdict reads the control SNI only
+    then (to pin a broken handshake on the name, not the address); a working or unreachable
+    address needs no second flow."""
+    return handshake.failure is not None and handshake.operation != failures.CONNECT

@@ -16,12 +16,16 @@ SCRUBBED = "[scrubbed]"
 # Spellings of an address, each found as a whole token and compared by value, so "1.2.3.4"
 # also catches 1-2-3-4 (reverse-DNS names), 001.002.003.004, ::ffff:1.2.3.4, ::ffff:102:304,
 # 16909060 and 0x01020304, and never "11.2.3.45" or 2001:db8::10.
-_V6_TOKEN = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
-_V4_TOKEN = re.compile(
-    r"(?<![0-9])(?<![0-9][.-])(\d{1,3})([.-])(\d{1,3})\2(\d{1,3})\2(\d{1,3})(?![0-9])(?![.-][0-9])"
-)
-_HEX_TOKEN = re.compile(r"(?<![0-9A-Za-z])0[xX]([0-9A-Fa-f]{1,8})(?![0-9A-Za-z])")
-_INT_TOKEN = re.compile(r"(?<![0-9])(?<![0-9]\.)\d{8,10}(?![0-9])(?!\.[0-9])")
+# two colons at least: every IPv6 spelling has them, and a lone ":" (each JSON key) is no
+# candidate (one per key once made scrubbing most of a large run's CPU)
+_V6_TOKEN = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*")
+# The others begin with the token's first character and look behind it from there (`\d(?<!
+# [0-9]\d)` is "no digit before"): a pattern that starts with a character is searched for that
+# character first, one that starts with a look-behind tries every position (3-20x slower).
+_V4_TOKEN = re.compile(r"(\d(?<![0-9]\d)(?<![0-9][.-]\d)\d{0,2})([.-])(\d{1,3})\2(\d{1,3})\2"
+                       r"(\d{1,3})(?![0-9])(?![.-][0-9])")
+_HEX_TOKEN = re.compile(r"0(?<![0-9A-Za-z]0)[xX]([0-9A-Fa-f]{1,8})(?![0-9A-Za-z])")
+_INT_TOKEN = re.compile(r"\d(?<![0-9]\d)(?<![0-9]\.\d)\d{7,9}(?![0-9])(?!\.[0-9])")
 _JSON_BEFORE = re.compile(r"[:\[,] ?$")  # around a bare JSON number (json.dumps' spacing)
 _JSON_AFTER = re.compile(r"[,\]}]")
 _MIN_V4 = 1 << 24  # below 1.0.0.0 nothing is anybody's address; small integers stay

@@ -4,9 +4,14 @@ Files in `out_dir`:
 - measurements-YYYY-MM-DD.jsonl (UTC date of each measurement's start): one record per line,
   written with a single checked write + fsync under an advisory lock, so completed targets
   survive a killed run. A short or failed write (a full disk) is undone by truncating the file
-  back to where the record began, so nothing is torn, and raises StoreError. A line torn by a
+  back to where the write began, so nothing is torn, and raises StoreError. A line torn by a
   crash is skipped when reading, and the next append starts on a fresh line.
 - index.sqlite (WAL): one row per record, for `runs`, `latest` and `history` (baselines).
+
+Group commit: with `batch=N` records are held and written together (one write, one fsync, one
+index transaction) once N are waiting, or when `flush()` is called (`probe run` calls it every
+second and at the end, `close()` always). What a crash (kill -9, power loss) can lose is that
+window: at most N records, or one second of them; never part of one. Queries flush first.
 
 Before anything is written, every address in `scrub` (the volunteer's public IP as the helper saw
 it, local interface addresses) is replaced by "[scrubbed]" anywhere in the record.
@@ -15,8 +20,6 @@ it, local interface addresses) is replaced by "[scrubbed]" anywhere in the recor
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -24,11 +27,18 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from probe.model import TargetMeasurement, Vantage
+from probe.results.jsonl import (
+    StoreError,
+    append_lines,
+    read_measurements,
+    read_records,
+    reason,
+)
 from probe.results.ooni import from_ooni, probe_blocking, report_start, to_ooni
 from probe.results.scrub import scrub
 
@@ -52,9 +62,8 @@ CREATE INDEX IF NOT EXISTS by_report ON measurements (report_id);
 """
 
 
-class StoreError(Exception):
-    """The results cannot be stored (full disk, folder gone or read-only, corrupt index);
-    str(err) is one line for a person. Records written before it are intact."""
+_INSERT = (f"INSERT INTO measurements ({', '.join((*INDEX_COLUMNS, 'file'))})"
+           f" VALUES ({', '.join(f':{k}' for k in (*INDEX_COLUMNS, 'file'))})")
 
 
 class Store:
@@ -62,10 +71,14 @@ class Store:
     (an advisory lock per file); a folder removed under a running store is made again."""
 
     def __init__(self, out_dir: Path | str, vantage: Vantage | str,
-                 scrub_addresses: Iterable[str] = ()) -> None:
+                 scrub_addresses: Iterable[str] = (), batch: int = 1) -> None:
         self.out_dir = Path(out_dir)
         self.vantage = vantage if isinstance(vantage, Vantage) else Vantage(name=vantage)
         self.scrub_addresses: set[str] = set(scrub_addresses)
+        self.batch = max(1, batch)  # records per write + fsync + index transaction
+        self._pending: list[tuple[Path, str, dict[str, Any], dict[str, Any]]] = []
+        # told of each record once it is written and indexed (`probe run --json` prints then)
+        self.on_written: Callable[[dict[str, Any]], None] | None = None
         self._report_starts: dict[str, float] = {}  # report id -> test_start_time
         self._db = self._open_index()
 
@@ -75,7 +88,7 @@ class Store:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(index, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot use results folder {self.out_dir}: {_why(exc)}") from exc
+            raise StoreError(f"cannot use results folder {self.out_dir}: {reason(exc)}") from exc
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -83,7 +96,7 @@ class Store:
         except sqlite3.Error as exc:
             db.close()
             self.check_writable()  # a read-only folder says so, rather than blame the index
-            raise StoreError(f"cannot use the results index {index}: {_why(exc)} (move it away;"
+            raise StoreError(f"cannot use the results index {index}: {reason(exc)} (move it away;"
                              " `Store.reindex` rebuilds it from the JSON lines)") from exc
         return db
 
@@ -95,7 +108,7 @@ class Store:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             probe.unlink()
         except OSError as exc:
-            raise StoreError(f"results folder {self.out_dir} is not writable: {_why(exc)}"
+            raise StoreError(f"results folder {self.out_dir} is not writable: {reason(exc)}"
                              ) from exc
 
     def _ensure_folder(self) -> None:
@@ -111,13 +124,17 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     def path_for(self, start_time: float) -> Path:
         return self.out_dir / f"measurements-{time.strftime('%Y-%m-%d', time.gmtime(start_time))}.jsonl"
 
     def append(self, m: TargetMeasurement, report_id: str) -> dict[str, Any]:
-        """Writes one judged measurement (durably) and indexes it; returns the record written.
+        """Writes one judged measurement (durably: now, or with its batch) and indexes it;
+        returns the record as it is written.
 
         `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
         of our public IP) can be added before the targets measured with them are appended."""
@@ -130,21 +147,42 @@ class Store:
         """Writes one OONI-format record of `m` (made by `append`, or received by a collector
         from vantage `vantage`) durably, indexes it, and returns the record written."""
         line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
-        self._ensure_folder()
-        path = self.path_for(m.start_time)
-        _append_line(path, line)
         written = json.loads(line)
-        try:
-            self._index(written, m, path, vantage)
-        except sqlite3.Error as exc:  # the record is safe in the JSON lines; reindex restores
-            raise StoreError(f"stored {path.name} but could not index it: {_why(exc)}") from exc
+        path = self.path_for(m.start_time)
+        self._pending.append((path, line, self._row(written, m, path, vantage), written))
+        if len(self._pending) >= self.batch:
+            self.flush()
         return written
+
+    def flush(self) -> None:
+        """Writes the records held so far: per file one write + fsync, then one index
+        transaction. On StoreError the records held are dropped (none of them half written)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._ensure_folder()
+        for path in dict.fromkeys(p for p, _, _, _ in pending):
+            append_lines(path, [line for p, line, _, _ in pending if p == path])
+        try:
+            with self._db:
+                self._db.executemany(_INSERT, [row for _, _, row, _ in pending])
+        except sqlite3.Error as exc:  # the records are safe in the JSON lines; reindex restores
+            raise StoreError(f"stored {len(pending)} record(s) but could not index them: "
+                             f"{reason(exc)}") from exc
+        if self.on_written is not None:
+            for *_, record in pending:
+                self.on_written(record)
 
     def _index(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
                vantage: str | None = None) -> None:
+        with self._db:
+            self._db.execute(_INSERT, self._row(record, m, path, vantage))
+
+    def _row(self, record: dict[str, Any], m: TargetMeasurement, path: Path,
+             vantage: str | None = None) -> dict[str, Any]:
         keys = record["test_keys"]
         throttling = keys.get("throttling") or {}
-        row = {
+        return {
             "report_id": record["report_id"], "input": record["input"],
             "domain": m.target.domain, "category": m.target.category,
             "vantage": vantage or self.vantage.name, "asn": record["probe_asn"], "cc": record["probe_cc"],
@@ -155,15 +193,12 @@ class Store:
             "ratio": throttling.get("ratio"), "method": throttling.get("method"),
             "file": path.name,
         }
-        names = ", ".join(row)
-        marks = ", ".join(f":{k}" for k in row)
-        with self._db:
-            self._db.execute(f"INSERT INTO measurements ({names}) VALUES ({marks})", row)
 
     # --- queries ----------------------------------------------------------------------------------
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first: report_id, vantage, start/end, counts by verdict."""
+        self.flush()
         heads = self._db.execute(
             "SELECT report_id, vantage, MIN(start_time) AS start_time, MAX(start_time) AS end_time,"
             " COUNT(*) AS targets FROM measurements GROUP BY report_id"
@@ -178,6 +213,7 @@ class Store:
 
     def latest(self, report_id: str | None = None) -> list[dict[str, Any]]:
         """The rows of one run (by default the latest), in the order they were stored."""
+        self.flush()
         if report_id is None:
             newest = self.runs(1)
             if not newest:
@@ -190,6 +226,7 @@ class Store:
     def history(self, domain: str, vantage: str | None = None, limit: int = 100
                 ) -> list[dict[str, Any]]:
         """Past rows for a domain (from this vantage unless another is named), newest first."""
+        self.flush()
         rows = self._db.execute(
             "SELECT * FROM measurements WHERE domain = ? AND vantage = ?"
             " ORDER BY start_time DESC, id DESC LIMIT ?",
@@ -199,6 +236,7 @@ class Store:
     def control_rate_history(self, domain: str, limit: int = 500) -> list[tuple[float, float]]:
         """(start_time, control rate in bit/s) of this vantage's past throughput tests of a
         domain, oldest first: what the runner's baseline is made of."""
+        self.flush()
         rows = self._db.execute(
             "SELECT start_time, control_rate_bps FROM measurements WHERE domain = ?"
             " AND vantage = ? AND control_rate_bps IS NOT NULL"
@@ -212,6 +250,7 @@ class Store:
 
     def reindex(self) -> int:
         """Rebuilds the index from the JSON-lines files; returns the number of rows."""
+        self.flush()
         with self._db:
             self._db.execute("DELETE FROM measurements")
         count = 0
@@ -227,60 +266,9 @@ class Store:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored record, oldest file first."""
+        self.flush()
         for path in sorted(self.out_dir.glob("measurements-*.jsonl")):
             yield from read_records(path)
-
-
-def _append_line(path: Path, line: str) -> None:
-    """One record, whole or not at all: one write of the line, checked, then fsync; on any
-    failure the file is cut back to where the record began. The lock keeps writers in other
-    processes from appending between our size check and a truncation."""
-    data = (line + "\n").encode("utf-8")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        start = os.fstat(fd).st_size
-        if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
-            data = b"\n" + data  # close a line a crash left open, so ours stays whole
-        try:
-            written = os.write(fd, data)
-            if written != len(data):
-                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
-            os.fsync(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-            raise StoreError(f"cannot write {path}: {_why(exc)}") from exc
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _why(exc: BaseException) -> str:
-    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or str(exc)
-
-
-def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """The records of one JSON-lines file; lines that do not parse (a torn write) are skipped."""
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and "test_keys" in record:
-                yield record
-
-
-def read_measurements(path: Path | str) -> Iterator[TargetMeasurement]:
-    """The TargetMeasurements of one JSON-lines file, skipping what cannot be rebuilt."""
-    for record in read_records(path):
-        try:
-            yield from_ooni(record)
-        except Exception:  # noqa: BLE001 - an old or damaged record must not stop a reader
-            continue
 
 
 def local_addresses() -> set[str]:

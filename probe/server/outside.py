@@ -2,8 +2,8 @@
 
 Mirrors what the probe does (probe.runner) so the two can be compared line by line: DNS of the
 URL's host from the helper's own resolver; per address (its own answers first, then the probe's,
-capped) a TCP connect, then TLS with the target SNI and with the control SNI; an HTTP fetch
-pinned to the helper's first answer. Results are collected as they finish, so a request that
+capped) a TCP connect and TLS with the target SNI on it, then, only if that handshake failed, TLS
+with the control SNI; an HTTP fetch pinned to the helper's first answer. Results are collected as they finish, so a request that
 reaches its deadline still returns what was seen (marked incomplete).
 """
 
@@ -79,27 +79,34 @@ def choose_addresses(own: tuple[str, ...], probe_seen: tuple[str, ...], policy: 
     return tuple(allowed[: policy.max_addresses])
 
 
-async def _resolve(host: str, settings: Settings, policy: Policy, found: _Found) -> tuple[str, ...]:
+async def _resolve(host: str, settings: Settings, policy: Policy
+                   ) -> tuple[tuple[str, ...], asyncio.Task[DnsResult] | None]:
+    """The addresses of the first answer, as soon as it is in, and the query still listening
+    (its result is recorded when it ends)."""
     if is_ip(host):
-        return (host,)
-    result = await dns.measure(DnsQuery(host, policy.resolver), settings)
-    found.dns.append(result)
-    return result.addresses if result.failure is None else ()
+        return (host,), None
+    query, first = await dns.started(DnsQuery(host, policy.resolver), settings)
+    return (first.addresses if first and dns.failure_of(first) is None else ()), query
+
+
+async def _record(query: asyncio.Task[DnsResult], found: _Found) -> None:
+    found.dns.append(await query)
 
 
 async def _per_address(
     index: int, address: str, request: HelperRequest, https: bool, settings: Settings,
     found: _Found,
 ) -> None:
-    found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
     if not https:
+        found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
         return
-    snis = [_host_sni(request)]
-    if request.control_domain and request.control_domain not in snis:
-        snis.append(request.control_domain)
-    for n, sni in enumerate(snis):
-        result = await tls.measure(Endpoint(address, request.port, sni), settings)
-        found.tls.append(((index, n), result))
+    handshake = await tls.measure(Endpoint(address, request.port, _host_sni(request)), settings)
+    found.tcp.append((index, tcp.from_handshake(handshake)))  # the connect it made first
+    found.tls.append(((index, 0), handshake))
+    control = request.control_domain
+    if control and control != _host_sni(request) and tls.needs_control_sni(handshake):
+        result = await tls.measure(Endpoint(address, request.port, control), settings)
+        found.tls.append(((index, 1), result))
 
 
 def _host_sni(request: HelperRequest) -> str:
@@ -107,10 +114,11 @@ def _host_sni(request: HelperRequest) -> str:
 
 
 async def _fetch(
-    request: HelperRequest, own: tuple[str, ...], settings: Settings, policy: Policy, found: _Found
+    request: HelperRequest, own: tuple[str, ...], settings: Settings, policy: Policy,
+    found: _Found, query: asyncio.Task[DnsResult] | None,
 ) -> None:
     if not own:  # the helper could not resolve the name either: say so, as OONI's helper does
-        failure = found.dns[-1].failure if found.dns else None
+        failure = (await query).failure if query is not None else None
         found.http.append(HttpResult(
             url=request.url, t0=settings.since_origin(),
             failure=failure or failures.DNS_NO_ANSWER, operation=failures.RESOLVE,
@@ -133,13 +141,15 @@ async def _fetch(
 async def _measure_all(
     request: HelperRequest, settings: Settings, policy: Policy, found: _Found
 ) -> None:
-    own = await _resolve(_host(request), settings, policy, found)
+    own, query = await _resolve(_host(request), settings, policy)
     addresses = choose_addresses(own, request.addresses, policy)
     https = urlsplit(request.url).scheme == "https"
     async with asyncio.TaskGroup() as group:
+        if query is not None:
+            group.create_task(_record(query, found))
         for index, address in enumerate(addresses):
             group.create_task(_per_address(index, address, request, https, settings, found))
-        group.create_task(_fetch(request, own, settings, policy, found))
+        group.create_task(_fetch(request, own, settings, policy, found, query))
 
 
 async def measure_outside(
