@@ -296,10 +296,23 @@ async def test_a_record_written_but_not_indexed_keeps_its_id(tmp_path, monkeypat
 
     sent = vantage_results(tmp_path / "vantage", REPORTS[:1])[:2]
     async with collector(tmp_path) as (url, inbox):
-        def failing(*_args, **_kw):
-            raise sqlite3.OperationalError("database or disk is full")
+        class FullIndex:  # the index connection, but its inserts fail as on a full disk
+            def __init__(self, db: sqlite3.Connection) -> None:
+                self._db = db
 
-        monkeypatch.setattr(inbox.store, "_index", failing)
+            def __getattr__(self, name: str):
+                return getattr(self._db, name)
+
+            def __enter__(self):
+                return self._db.__enter__()
+
+            def __exit__(self, *exc):
+                return self._db.__exit__(*exc)
+
+            def executemany(self, *_args, **_kw):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(inbox.store, "_db", FullIndex(inbox.store._db))
         status, answer = await post(url, body(sent[0]))
         assert status == 503 and "retry later" in answer["error"]
         monkeypatch.undo()
