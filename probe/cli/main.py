@@ -23,12 +23,13 @@ def _register() -> None:
     from probe.cli.config import config
     from probe.cli.daemon import daemon
     from probe.cli.lab import lab
+    from probe.cli.locate import locate
     from probe.cli.measure import check, run
     from probe.cli.results import results
     from probe.cli.serve import serve
     from probe.cli.targets import targets
 
-    for command in (run, check, results, serve, daemon, lab, config, targets):
+    for command in (run, check, results, serve, daemon, lab, config, targets, locate):
         main.add_command(command)
 
 
