@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import click
 
 from probe import health
+from probe.cli import notices
 from probe.cli.options import MeasurementOptions
+from probe.measure.ttlprobe import raw_allowed
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.results.ooni import new_report_id
 from probe.results.store import Store, StoreError, local_addresses
@@ -44,6 +46,9 @@ class Session:
         store = Store(options.out_dir, vantage, scrub_addresses=local_addresses())
         store.check_writable()
         plan = replace(options.plan(concurrency), history=store.control_rate_history)
+        if plan.locate and not raw_allowed():
+            click.echo(notices.NO_RAW_SOCKETS, err=True)  # once per run; nothing else changes
+            plan = replace(plan, locate=False)
         return cls(store, vantage, plan)
 
     @property

@@ -16,10 +16,19 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from probe import failures
 from probe.measure import ttlprobe
-from probe.model import HopProbe, Injection, Middlebox, PacketFacts, Settings
+from probe.model import (
+    HopProbe,
+    Injection,
+    Middlebox,
+    PacketFacts,
+    Settings,
+    TargetMeasurement,
+    Verdict,
+)
 from probe.verdict import forensics
 
 DEFAULT_MAX_TTL = 16
@@ -113,3 +122,40 @@ def _refused(reset: PacketFacts | None) -> tuple[str, ...]:
 
 def _done(base: Middlebox, settings: Settings, **changes: object) -> Middlebox:
     return replace(base, elapsed=settings.since_origin() - base.t0, **changes)
+
+
+LOCATED_BLOCKING = ("tcp", "tls", "http")  # a reaction on the path that TTLs can place
+
+
+def wanted(verdict: Verdict | None) -> bool:
+    """Located after the verdict: blocked by TCP/TLS/HTTP, throttled, or DNS (forensics only)."""
+    if verdict is None:
+        return False
+    return verdict.verdict == "throttled" or (
+        verdict.verdict == "blocked" and verdict.blocking in (*LOCATED_BLOCKING, "dns"))
+
+
+async def for_target(m: TargetMeasurement, control_name: str, settings: Settings
+                     ) -> tuple[Middlebox | None, Injection | None]:
+    """The runner's step for a judged target: DNS forensics (pure) for DNS blocking, else the
+    TTL scan of its first address, in throttle mode when it was throttled."""
+    verdict = m.verdict
+    if verdict is not None and verdict.blocking == "dns":
+        system = next((d for d in m.probe.dns if d.resolver_kind == "system"), None)
+        control = next((d for d in (*m.probe.dns, *m.control.dns)
+                        if d.resolver_kind != "system" and d.addresses), None)
+        return None, (forensics.dns_injection(system, control) if system else None)
+    parts = urlsplit(m.target.url)
+    address = next((t.address for t in m.probe.tcp), None)
+    if address is None:
+        return None, None
+    tls = parts.scheme != "http"
+    rate_path = None
+    if verdict is not None and verdict.verdict == "throttled":
+        rate_path = urlsplit(m.target.throughput_url or "").path or parts.path or "/"
+    request = LocateRequest(address=address, name=parts.hostname or m.target.domain,
+                            control_name=control_name, port=parts.port or (443 if tls else 80),
+                            tls=tls, http_path=parts.path or "/", rate_path=rate_path,
+                            max_seconds=min(60.0, 6 * settings.timeout))
+    found = await measure(request, settings)
+    return found, found.injected
