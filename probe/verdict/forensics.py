@@ -56,7 +56,8 @@ def locate(pairs: Sequence[tuple[HopProbe, HopProbe | None]]) -> Located:
             note = (f"at TTL {target.ttl} the trigger for {target.name} drew "
                     f"{_WHAT[reaction]}{_rates(target, control)}; the control's "
                     f"{_CONTROL.get(control.reaction if control else '', 'was not tried')}")
-            return Located(target.ttl, f"ttl_{reaction}", router, server_hop, clean,
+            method = "ttl_rate" if reaction == "slow" else f"ttl_{reaction}"
+            return Located(target.ttl, method, router, server_hop, clean,
                            (note, f"routers by TTL: {path}"))
         if target.reaction == "server":
             break
@@ -76,7 +77,8 @@ _CONTROL = {"none": "passed", "server": "reached the server", "reset": "drew a r
 def _rates(target: HopProbe, control: HopProbe | None) -> str:
     if target.rate_bps is None or control is None or not control.rate_bps:
         return ""
-    return f" ({target.rate_bps / 1000:.0f} kbit/s, the control {control.rate_bps / 1000:.0f})"
+    return (f" ({target.rate_bps / 1000:.0f} kbit/s, the control "
+            f"{control.rate_bps / 1000:.0f} kbit/s)")
 
 
 def initial_ttl(ttl: int) -> int:
