@@ -87,9 +87,9 @@ async def _scan(request: LocateRequest) -> list[tuple[HopProbe, HopProbe | None]
             break
         theirs = await asyncio.to_thread(ttlprobe.attempt, control, ttl, request.limits)
         pairs.append((mine, theirs))
-        if (forensics.reaction_against(mine, theirs) is not None or mine.reaction == "server"
-                or time.monotonic() > deadline):
-            break
+        if (forensics.reaction_against(mine, theirs) is not None or time.monotonic() > deadline
+                or mine.reaction == "server" or theirs.reaction == mine.reaction != "none"):
+            break  # found; at the server; or both names meet the same end (no name is keyed)
     return pairs
 
 
