@@ -59,8 +59,8 @@ async def measure(request: LocateRequest, settings: Settings) -> Middlebox:
     pairs = await _scan(request)
     first = pairs[0][0]
     if first.failure is not None and first.operation == failures.CONNECT:
-        reset = _packet(first, "rst")
-        injection = forensics.packet_injection(reset, None)
+        reset = _packet(first, "rst")  # a refused SYN: whose reset it was cannot be told
+        injection = None if reset is None else forensics.packet_injection(reset, None)
         return _done(base, settings, failure=first.failure, operation=first.operation,
                      probes=(first,), injected=injection, evidence=_refused(reset))
     found = forensics.locate(pairs)

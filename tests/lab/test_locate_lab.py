@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from probe.cli import notices
 from probe.lab import scenarios
 from probe.lab.demo import probe_command
 from probe.lab.lifecycle import Lab
@@ -129,3 +130,21 @@ def test_without_raw_socket_rights_locate_says_so_and_sends_nothing(path_lab) ->
     assert done.returncode == 3, done.stderr[-2000:]
     found = json.loads(done.stdout)
     assert found["failure"] == "raw_socket_denied" and found["probes"] == []
+
+
+def test_probe_run_without_raw_sockets_says_so_once_and_nothing_else_changes(
+        path_lab, tmp_path: Path) -> None:
+    lab, hop = path_lab
+    if hop != 3:
+        pytest.skip("run once, on the hop-3 path")
+    targets = tmp_path / "t.yaml"
+    targets.write_text("targets:\n  - {domain: navalny.com, control: www.example.com}\n"
+                       "  - {domain: votesmart.appspot.com, control: www.example.com}\n")
+    command = probe_command({**lab.state(), "targets_file": str(targets)},
+                            str(tmp_path / "results"))
+    done = lab.exec(["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw",
+                     *command, "--no-throughput"], timeout=240)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [(x["verdict"], x["blocking"]) for x in lines] == [("blocked", "tls")] * 2, done.stderr
+    assert all(x["middlebox"] is None and x["injected"] is None for x in lines)
+    assert done.stderr.count(notices.NO_RAW_SOCKETS) == 1, done.stderr[-3000:]
