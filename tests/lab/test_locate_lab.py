@@ -104,18 +104,28 @@ def test_probe_run_records_the_middlebox(path_lab, tmp_path: Path) -> None:
     lab, hop = path_lab
     if hop != 3:
         pytest.skip("run once, on the hop-3 path")
-    state = lab.state()
     targets = tmp_path / "t.yaml"
-    targets.write_text("targets:\n  - {domain: navalny.com, control: www.example.com}\n")
-    command = probe_command({**state, "targets_file": str(targets)}, str(tmp_path / "results"))
-    done = lab.exec([*command, "--no-throughput"], timeout=240)
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stderr[-3000:]
-    line = lines[0]
-    assert (line["verdict"], line["blocking"]) == ("blocked", "tls"), line["test_keys"]["reason"]
-    assert line["middlebox"]["hop"] == 3 and line["injected"] is True, line["middlebox"]
-    assert "probes" not in line["middlebox"]  # the attempts are in the evidence only
-    assert line["test_keys"]["evidence"]["middlebox"]["probes"]
+    big = "/media/big.bin"
+    targets.write_text(
+        "targets:\n  - {domain: navalny.com, control: www.example.com}\n"
+        f"  - {{domain: abs.twimg.com, control: www.example.com, throughput_url: "
+        f"'https://abs.twimg.com{big}', control_throughput_url: 'https://www.example.com{big}'}}\n")
+    command = probe_command({**lab.state(), "targets_file": str(targets)},
+                            str(tmp_path / "results"))
+    done = lab.exec(command, timeout=240)
+    lines = {x["input"]: x for x in map(json.loads, (line for line in done.stdout.splitlines()
+                                                     if line.startswith("{")))}
+    assert len(lines) == 2, done.stderr[-3000:]
+    reset, slow = lines["https://navalny.com/"], lines["https://abs.twimg.com/"]
+    assert (reset["verdict"], reset["blocking"]) == ("blocked", "tls"), reset["test_keys"]
+    assert reset["middlebox"]["hop"] == 3 and reset["injected"] is True, reset["middlebox"]
+    assert reset["middlebox"]["method"] == "ttl_reset"
+    assert "probes" not in reset["middlebox"]  # the attempts are in the evidence only
+    assert reset["test_keys"]["evidence"]["middlebox"]["probes"]
+    assert slow["verdict"] == "throttled", slow["test_keys"]["reason"]
+    assert (slow["middlebox"]["hop"], slow["middlebox"]["method"]) == (3, "ttl_rate"), \
+        slow["middlebox"]["evidence"]
+    assert slow["injected"] is None  # a policer sends nothing to examine
 
 
 def _probe(found: dict[str, Any], ttl: int) -> dict[str, Any]:
