@@ -227,6 +227,13 @@ async def test_without_raw_sockets_the_result_says_so(monkeypatch) -> None:
     assert found.failure == failures.RAW_SOCKET_DENIED and found.probes == ()
 
 
+async def test_an_ipv6_address_is_not_located_yet() -> None:
+    found = await locate.measure(locate.LocateRequest(address="::1", name=TARGET,
+                                                      control_name=CONTROL), Settings())
+    assert found.failure == failures.UNKNOWN and found.cause == "IPv6 is not located yet"
+    assert found.probes == ()
+
+
 def test_the_trigger_is_a_real_client_hello_naming_the_target() -> None:
     hello = ttlprobe.client_hello(TARGET)
     assert hello[0] == 0x16 and hello[5] == 0x01  # a handshake record holding a ClientHello

@@ -14,6 +14,7 @@ Needs raw sockets (root or CAP_NET_RAW); without them the result says `raw_socke
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -53,6 +54,9 @@ async def measure(request: LocateRequest, settings: Settings) -> Middlebox:
     t0 = settings.since_origin()
     base = Middlebox(address=request.address, port=request.port, name=request.name,
                      control_name=request.control_name, method="none", t0=t0)
+    if not _ipv4(request.address):
+        return _done(base, settings, failure=failures.UNKNOWN, cause="IPv6 is not located yet",
+                     evidence=("only IPv4 addresses are located so far",))
     if not await asyncio.to_thread(ttlprobe.raw_allowed):
         return _done(base, settings, failure=failures.RAW_SOCKET_DENIED,
                      evidence=("raw sockets are not permitted (needs root or CAP_NET_RAW)",))
@@ -62,6 +66,7 @@ async def measure(request: LocateRequest, settings: Settings) -> Middlebox:
         reset = _packet(first, "rst")  # a refused SYN: whose reset it was cannot be told
         injection = None if reset is None else forensics.packet_injection(reset, None)
         return _done(base, settings, failure=first.failure, operation=first.operation,
+                     cause=first.cause,
                      probes=(first,), injected=injection, evidence=_refused(reset))
     found = forensics.locate(pairs)
     injection = await _injection(request, pairs, found.hop)
@@ -109,6 +114,13 @@ async def _injection(request: LocateRequest, pairs: list[tuple[HopProbe, HopProb
                                       _packet(target, "syn_ack"), reference, what)
 
 
+def _ipv4(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).version == 4
+    except ValueError:
+        return False
+
+
 def _packet(probe: HopProbe, kind: str) -> PacketFacts | None:
     return next((p for p in probe.packets if p.kind == kind), None)
 
@@ -146,7 +158,7 @@ async def for_target(m: TargetMeasurement, control_name: str, settings: Settings
                         if d.resolver_kind != "system" and d.addresses), None)
         return None, (forensics.dns_injection(system, control) if system else None)
     parts = urlsplit(m.target.url)
-    address = next((t.address for t in m.probe.tcp), None)
+    address = next((t.address for t in m.probe.tcp if _ipv4(t.address)), None)
     if address is None:
         return None, None
     tls = parts.scheme != "http"

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-import select
 import socket
 import ssl
-import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from probe import failures
-from probe.measure import blockpages
+from probe.measure import blockpages, rawcapture
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
 from probe.model import HopProbe, PacketFacts
 
@@ -76,101 +73,11 @@ def http_request(host: str, path: str = "/") -> bytes:
             "Connection: close\r\n\r\n").encode()
 
 
-@dataclass
-class _Seen:
-    syn_ack: PacketFacts | None = None
-    seq: tuple[int, int] | None = None  # (server's ISN, our next sequence number)
-    reset: PacketFacts | None = None
-    data: PacketFacts | None = None
-    payload: bytearray = field(default_factory=bytearray)
-    router: str | None = None
-
-
-def _reacted(seen: _Seen) -> bool:
-    return seen.reset is not None or seen.data is not None
-
-
-class _Capture:
-    """Raw receive sockets for TCP and ICMP; only packets of one connection are parsed."""
-
-    def __init__(self, address: str, port: int, started: float) -> None:
-        self.address, self.port, self.started = socket.inet_aton(address), port, started
-        self.local_port = 0
-        self.seen = _Seen()
-        self.socks = [socket.socket(socket.AF_INET, socket.SOCK_RAW, p)
-                      for p in (socket.IPPROTO_TCP, socket.IPPROTO_ICMP)]
-        for sock in self.socks:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-
-    def close(self) -> None:
-        for sock in self.socks:
-            sock.close()
-
-    def poll(self, until: float, done: Callable[[_Seen], object] = _reacted) -> None:
-        """Reads packets until `until` (monotonic), or until `done` holds."""
-        while True:
-            wait = until - time.monotonic()
-            readable, _, _ = select.select(self.socks, [], [], max(wait, 0))
-            for sock in readable:
-                self._drain(sock)
-            if done(self.seen) or wait <= 0:
-                return
-
-    def _drain(self, sock: socket.socket) -> None:
-        for _ in range(10_000):  # bounded: a busy host's packets are not ours to read forever
-            try:
-                raw = sock.recv(65535)
-            except BlockingIOError:
-                return
-            if sock is self.socks[0]:
-                self._tcp(raw)
-            else:
-                self._icmp(raw)
-
-    def _tcp(self, raw: bytes) -> None:
-        ihl = (raw[0] & 0x0F) * 4
-        if raw[12:16] != self.address or len(raw) < ihl + 20:
-            return
-        sport, dport = struct.unpack("!HH", raw[ihl:ihl + 4])
-        if sport != self.port or dport != self.local_port:
-            return
-        from scapy.layers.inet import IP, TCP  # lazily: scapy's import takes a second
-
-        packet = IP(raw)
-        tcp = packet[TCP]
-        flags, payload = int(tcp.flags), bytes(tcp.payload)
-        facts = lambda kind: PacketFacts(  # noqa: E731 - one line per packet kind below
-            kind=kind, ttl=packet.ttl, ip_id=packet.id, window=tcp.window,
-            t=time.monotonic() - self.started, source=packet.src)
-        if flags & 0x12 == 0x12 and self.seen.syn_ack is None:
-            self.seen.syn_ack, self.seen.seq = facts("syn_ack"), (tcp.seq, tcp.ack)
-        elif flags & 0x04 and self.seen.reset is None:
-            self.seen.reset = facts("rst")
-        elif payload:
-            if self.seen.data is None:
-                self.seen.data = facts("data")
-            if len(self.seen.payload) < 8192:
-                self.seen.payload += payload
-
-    def _icmp(self, raw: bytes) -> None:
-        ihl = (raw[0] & 0x0F) * 4
-        if len(raw) < ihl + 8 + 20 + 4 or raw[ihl] != 11:  # type 11: time exceeded
-            return
-        inner = raw[ihl + 8:]
-        inner_ihl = (inner[0] & 0x0F) * 4
-        if inner[16:20] != self.address or len(inner) < inner_ihl + 4:
-            return
-        sport, dport = struct.unpack("!HH", inner[inner_ihl:inner_ihl + 4])
-        if sport == self.local_port and dport == self.port and self.seen.router is None:
-            self.seen.router = socket.inet_ntoa(raw[12:16])
-
-
 def attempt(trigger: Trigger, ttl: int, limits: Limits = Limits()) -> HopProbe:
     """Opens a connection, sends the trigger with `ttl`, then the follow-up; never raises for a
     network failure (raw sockets not permitted: PermissionError, checked by the caller)."""
     started = time.monotonic()
-    capture = _Capture(trigger.address, trigger.port, started)
+    capture = rawcapture.Capture(trigger.address, trigger.port, started)
     sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(limits.timeout)
@@ -178,25 +85,47 @@ def attempt(trigger: Trigger, ttl: int, limits: Limits = Limits()) -> HopProbe:
     try:
         sock.bind(("0.0.0.0", 0))
         capture.local_port = sock.getsockname()[1]
-        try:
-            sock.connect((trigger.address, trigger.port))
-        except NETWORK_ERRORS as exc:
-            capture.poll(time.monotonic() + 0.2, lambda seen: seen.reset)
-            result.fail(exc, failures.CONNECT)
-            return _probe(trigger, ttl, capture.seen, result, started)
-        capture.poll(time.monotonic() + limits.timeout, lambda seen: seen.seq)
-        _send_trigger(sender, sock, capture.seen, trigger, ttl)
-        # a reset or data ends the wait; an ICMP from hop `ttl` leaves a moment for a reset
-        capture.poll(time.monotonic() + limits.settle, lambda seen: _reacted(seen) or seen.router)
-        if not _reacted(capture.seen):
-            capture.poll(time.monotonic() + min(limits.settle, 0.1))
-        if not _reacted(capture.seen):  # what the follow-up draws is judged by its outcome
-            _follow_up(sock, trigger, limits, result)
+        if _connect(sock, capture, trigger, limits, result):
+            _trigger_and_follow(sender, sock, capture, trigger, ttl, limits, result)
     finally:
         sock.close()
         sender.close()
         capture.close()
     return _probe(trigger, ttl, capture.seen, result, started)
+
+
+def _connect(sock: socket.socket, capture: rawcapture.Capture, trigger: Trigger,
+             limits: Limits, result: _Outcome) -> bool:
+    """The kernel's handshake, its SYN-ACK captured (the trigger's sequence numbers)."""
+    try:
+        sock.connect((trigger.address, trigger.port))
+    except NETWORK_ERRORS as exc:
+        capture.poll(time.monotonic() + 0.2, lambda seen: seen.reset)  # a refusal's reset
+        result.fail(exc, failures.CONNECT)
+        return False
+    capture.poll(time.monotonic() + limits.timeout, lambda seen: seen.seq)
+    if capture.seen.seq is None:  # nothing to align the trigger with
+        result.failure, result.operation = failures.UNKNOWN, failures.CONNECT
+        result.cause = "the SYN-ACK was not captured"
+        return False
+    return True
+
+
+def _trigger_and_follow(sender: socket.socket, sock: socket.socket,
+                        capture: rawcapture.Capture, trigger: Trigger, ttl: int, limits: Limits,
+                        result: _Outcome) -> None:
+    try:
+        _send_trigger(sender, sock, capture.seen, trigger, ttl)
+    except NETWORK_ERRORS as exc:  # e.g. a local firewall refusing raw packets
+        result.fail(exc, failures.TLS_HANDSHAKE if trigger.tls else failures.HTTP_ROUND_TRIP)
+        return
+    # a reset or data ends the wait; an ICMP from hop `ttl` leaves a moment for a late reset
+    capture.poll(time.monotonic() + limits.settle,
+                 lambda seen: rawcapture.reacted(seen) or seen.router)
+    if not rawcapture.reacted(capture.seen):
+        capture.poll(time.monotonic() + min(limits.settle, 0.1))
+    if not rawcapture.reacted(capture.seen):  # what the follow-up draws is judged by its outcome
+        _follow_up(sock, trigger, limits, result)
 
 
 @dataclass
@@ -212,11 +141,10 @@ class _Outcome:
         self.operation = operation
 
 
-def _send_trigger(sender: socket.socket, sock: socket.socket, seen: _Seen, trigger: Trigger,
-                  ttl: int) -> None:
+def _send_trigger(sender: socket.socket, sock: socket.socket, seen: rawcapture.Seen,
+                  trigger: Trigger, ttl: int) -> None:
     """The trigger, at the connection's next sequence number, with the given IP TTL."""
-    if seen.seq is None:  # the SYN-ACK was not captured: nothing to align the trigger with
-        return
+    assert seen.seq is not None
     from scapy.layers.inet import IP, TCP  # lazily
 
     server_isn, our_next = seen.seq
@@ -267,7 +195,7 @@ def _read(stream: socket.socket, trigger: Trigger, limits: Limits, result: _Outc
         result.failure, result.operation = failures.EOF, failures.READ
 
 
-def _reaction(trigger: Trigger, seen: _Seen, result: _Outcome) -> str:
+def _reaction(trigger: Trigger, seen: rawcapture.Seen, result: _Outcome) -> str:
     if seen.reset is not None:
         return "reset"
     if seen.data is not None:
@@ -293,7 +221,7 @@ def _is_blockpage(payload: bytes) -> bool:
     return blockpages.match(status, headers, text, title) is not None
 
 
-def _probe(trigger: Trigger, ttl: int, seen: _Seen, result: _Outcome,
+def _probe(trigger: Trigger, ttl: int, seen: rawcapture.Seen, result: _Outcome,
            started: float) -> HopProbe:
     packets = tuple(p for p in (seen.syn_ack, seen.reset, seen.data) if p is not None)
     return HopProbe(
@@ -305,7 +233,7 @@ def _probe(trigger: Trigger, ttl: int, seen: _Seen, result: _Outcome,
 
 def syn_ack(address: str, port: int, timeout: float = 2.0) -> PacketFacts | None:
     """The SYN-ACK of a plain connection to `address:port` (a reference for forensics)."""
-    capture = _Capture(address, port, time.monotonic())
+    capture = rawcapture.Capture(address, port, time.monotonic())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
