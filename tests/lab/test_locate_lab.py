@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from probe.cli import notices
-from probe.lab import scenarios
+from probe.lab import scenarios, topology
 from probe.lab.demo import probe_command
 from probe.lab.lifecycle import Lab
 
@@ -158,3 +158,18 @@ def test_probe_run_without_raw_sockets_says_so_once_and_nothing_else_changes(
     assert [(x["verdict"], x["blocking"]) for x in lines] == [("blocked", "tls")] * 2, done.stderr
     assert all(x["middlebox"] is None and x["injected"] is None for x in lines)
     assert done.stderr.count(notices.NO_RAW_SOCKETS) == 1, done.stderr[-3000:]
+
+
+def test_the_longer_path_leaves_nothing_behind(lab_capable, tmp_path: Path) -> None:
+    lab = Lab(prefix="plcd", state_root=tmp_path)
+    try:
+        lab.up(scenarios.load("locate_hop2"), helper=False)
+        assert set(topology.list_namespaces("plcd")) == set(lab.names.all)
+        assert len(lab.names.all) == 5  # client, r1, censor, a1, net
+    finally:
+        lab.down()
+    assert topology.list_namespaces("plcd") == []
+    crashed = Lab(prefix="plcd", state_root=tmp_path)  # a fresh instance knows no routers ...
+    crashed.up(scenarios.load("locate_hop3"), helper=False)
+    Lab(prefix="plcd", state_root=tmp_path).down()  # ... yet cleans them up by prefix
+    assert topology.list_namespaces("plcd") == []
