@@ -217,10 +217,9 @@ async def measure_target(
         throttle = not_measured(plan)
     final = judging.judge(measurement, throttle) if throttle else first
     measurement = replace(measurement, verdict=final)
-    if plan.locate and locate.wanted(final):
-        async with state.throughput_lock:  # its packets and rates must not meet other flows
-            where, injection = await locate.for_target(measurement, control_sni(target, plan),
-                                                       settings)
+    if plan.locate and locate.wanted(final):  # one scan at a time, apart from throughput tests
+        where, injection = await locate.for_target(measurement, control_sni(target, plan),
+                                                   settings, state.throughput_lock)
         measurement = replace(measurement, middlebox=where, injection=injection)
     return replace(measurement, runtime=settings.since_origin())
 

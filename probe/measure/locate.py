@@ -14,6 +14,7 @@ Needs raw sockets (root or CAP_NET_RAW); without them the result says `raw_socke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from dataclasses import dataclass, field, replace
@@ -147,10 +148,12 @@ def wanted(verdict: Verdict | None) -> bool:
         verdict.verdict == "blocked" and verdict.blocking in (*LOCATED_BLOCKING, "dns"))
 
 
-async def for_target(m: TargetMeasurement, control_name: str, settings: Settings
+async def for_target(m: TargetMeasurement, control_name: str, settings: Settings,
+                     lock: asyncio.Lock | None = None
                      ) -> tuple[Middlebox | None, Injection | None]:
     """The runner's step for a judged target: DNS forensics (pure) for DNS blocking, else the
-    TTL scan of its first address, in throttle mode when it was throttled."""
+    TTL scan of its first IPv4 address (under `lock`: its packets and rates must not meet other
+    flows), in throttle mode when it was throttled."""
     verdict = m.verdict
     if verdict is not None and verdict.blocking == "dns":
         system = next((d for d in m.probe.dns if d.resolver_kind == "system"), None)
@@ -169,5 +172,6 @@ async def for_target(m: TargetMeasurement, control_name: str, settings: Settings
                             control_name=control_name, port=parts.port or (443 if tls else 80),
                             tls=tls, http_path=parts.path or "/", rate_path=rate_path,
                             max_seconds=min(60.0, 6 * settings.timeout))
-    found = await measure(request, settings)
+    async with lock or contextlib.nullcontext():
+        found = await measure(request, settings)
     return found, found.injected

@@ -173,3 +173,24 @@ def test_the_longer_path_leaves_nothing_behind(lab_capable, tmp_path: Path) -> N
     crashed.up(scenarios.load("locate_hop3"), helper=False)
     Lab(prefix="plcd", state_root=tmp_path).down()  # ... yet cleans them up by prefix
     assert topology.list_namespaces("plcd") == []
+
+
+def test_probe_run_calls_a_raced_dns_answer_injected(lab_capable, tmp_path: Path) -> None:
+    """The dns_injection scenario (the three-namespace lab): the forged answer wins the race."""
+    lab = Lab(prefix="plci", state_root=tmp_path)
+    targets = tmp_path / "t.yaml"
+    targets.write_text("targets:\n  - {domain: twitter.com, control: www.example.com}\n")
+    try:
+        state = lab.up(scenarios.load("dns_injection"), helper=False)
+        command = probe_command({**state, "targets_file": str(targets)},
+                                str(tmp_path / "results"))
+        done = lab.exec([*command, "--no-throughput"], timeout=240)
+    finally:
+        lab.down()
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    line = lines[0]
+    assert (line["verdict"], line["blocking"]) == ("blocked", "dns"), line["test_keys"]["reason"]
+    assert line["middlebox"] is None and line["injected"] is True
+    evidence = line["test_keys"]["injection"]["evidence"]
+    assert any("10.77.3.1" in e for e in evidence) and "forged" in evidence[-1], evidence
