@@ -15,6 +15,7 @@ import tlsservers as ts
 from prometheus_client import CollectorRegistry, generate_latest
 
 from probe import failures
+from probe.cli.locate import describe
 from probe.lab import scenarios, topology
 from probe.measure import locate, ttlprobe
 from probe.model import (
@@ -320,3 +321,14 @@ def test_the_default_lab_is_unchanged_and_the_longer_path_names_its_routers() ->
                                            "p-net")
     assert {s.censor_hop for s in scenarios.all_scenarios()
             if not s.name.startswith("locate_")} == {None}
+
+
+def test_the_commands_text_names_the_hop_router_and_finding() -> None:
+    box = _located().middlebox
+    assert box is not None
+    text = describe(replace(box, control_clean=True))
+    assert text.startswith(f"{box.name} at {box.address}:443: censor at hop 3, router 10.9.9.9")
+    assert "control www.example.com: clean" in text and "rst: injected" in text
+    refused = replace(box, hop=None, failure=failures.CONNECTION_REFUSED, operation="connect",
+                      injected=None)
+    assert describe(refused).startswith(f"{box.name} at {box.address}:443: connection_refused")
