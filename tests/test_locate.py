@@ -63,6 +63,8 @@ def facts(kind: str, ttl: int, window: int = 0) -> PacketFacts:
     (hop(3, "silence"), None, None),  # silence means nothing without a control beside it
     (hop(3, rate=200e3), hop(3, control=True, rate=100e6), "slow"),
     (hop(3, rate=60e6), hop(3, control=True, rate=100e6), None),  # within half: not policed
+    (hop(3, rate=128e6), hop(3, control=True, rate=780e6), None),  # too fast to be policed
+    (hop(3, rate=20e6), hop(3, control=True, rate=780e6), "slow"),
     (hop(3, "server"), hop(3, "server", True), None),
 ])
 def test_reaction_against_the_control(target, control, reaction) -> None:

@@ -17,6 +17,9 @@ from probe.model import DnsResult, HopProbe, Injection, PacketFacts
 
 CENSOR_REACTIONS = ("reset", "blockpage", "silence", "slow")
 SLOW_RATIO = 0.5  # a follow-up below half the control's rate at the same TTL is policed
+# ... unless it still ran this fast: a 96 KiB flow at such rates lasts milliseconds and times the
+# CPU scheduler, not the network (throttling/decide.py's rule; seen in the lab on a busy host)
+NEVER_SLOW_BPS = 50e6
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ def reaction_against(target: HopProbe, control: HopProbe | None) -> str | None:
     if target.reaction == "silence":
         return "silence"
     if target.rate_bps is not None and control.rate_bps:
-        return "slow" if target.rate_bps < SLOW_RATIO * control.rate_bps else None
+        slow = target.rate_bps < min(SLOW_RATIO * control.rate_bps, NEVER_SLOW_BPS)
+        return "slow" if slow else None
     return None
 
 
