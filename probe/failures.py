@@ -36,6 +36,8 @@ HTTP_INVALID_RESPONSE = "http_invalid_response"
 HTTP_REQUEST_FAILED = "http_request_failed"  # a non-2xx answer where 2xx was required (OONI)
 INTERRUPTED = "interrupted"
 UNKNOWN = "unknown_failure"
+# not OONI's: the probe lacks the raw-socket rights (CAP_NET_RAW) that locating a censor needs
+RAW_SOCKET_DENIED = "raw_socket_denied"
 
 FAILURES = frozenset(
     {
@@ -60,6 +62,7 @@ FAILURES = frozenset(
         HTTP_REQUEST_FAILED,
         INTERRUPTED,
         UNKNOWN,
+        RAW_SOCKET_DENIED,
     }
 )
 

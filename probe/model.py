@@ -218,6 +218,62 @@ class Evidence:
     dns_aaaa: tuple[DnsResult, ...] = ()
 
 
+# --- where and who: the censor's hop, and whether its packet was forged ----------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacketFacts:
+    """The header fields of one received packet that tell senders apart (forensics)."""
+
+    kind: str  # syn_ack | rst | data | icmp_time_exceeded
+    ttl: int
+    ip_id: int
+    window: int | None = None  # TCP only
+    t: float = 0.0  # seconds after the attempt started
+    source: str = ""  # the sender's address
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopProbe(Observation):
+    """One TTL-limited attempt: a connection opened normally, the trigger sent with `ttl`."""
+
+    ttl: int
+    name: str  # the SNI or Host of the trigger
+    control: bool = False  # the control name, proving the path itself is fine
+    # none (passed, or expired on the way) | reset | blockpage | silence | slow | server
+    reaction: str = "none"
+    router: str | None = None  # the source of the ICMP time-exceeded, when one came
+    rate_bps: float | None = None  # of the follow-up download (throttle mode)
+    packets: tuple[PacketFacts, ...] = ()  # the SYN-ACK, and the reaction's packet if any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Injection:
+    """Was the packet that broke the connection (or the DNS answer) forged on the path?"""
+
+    injected: bool | None  # None: the evidence cannot tell
+    packet: str  # rst | blockpage | dns_answer
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Middlebox(Observation):
+    """Where the censor sits: the first TTL at which the trigger draws its reaction."""
+
+    address: str
+    port: int
+    name: str  # the trigger's SNI or Host
+    control_name: str
+    method: str  # ttl_reset | ttl_blockpage | ttl_silence | ttl_rate | none
+    hop: int | None = None  # None: no reaction before the server (or the TTL bound)
+    router: str | None = None  # who answered ICMP at that TTL (never a metric label)
+    server_hop: int | None = None  # the first TTL at which the server itself answered
+    control_clean: bool | None = None  # the control name drew no reaction at any TTL tried
+    evidence: tuple[str, ...] = ()
+    injected: Injection | None = None
+    probes: tuple[HopProbe, ...] = ()
+
+
 # --- what it means ---------------------------------------------------------------------------
 
 
@@ -257,6 +313,10 @@ class TargetMeasurement:
     control: Evidence  # what the helper (ours or an OONI test helper) saw from outside
     control_source: str = "none"  # helper | ooni-th | control-resolver | none
     verdict: Verdict | None = None
+    # where and who (probe/measure/locate.py), only for blocked or throttled targets when the
+    # probe may open raw sockets; absent in older records
+    middlebox: Middlebox | None = None
+    injection: Injection | None = None
 
 
 # --- (de)serialisation -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from probe import failures
 from probe import verdict as judging
 from probe.addresses import is_ip
 from probe.helper_api import HelperRequest
-from probe.measure import dns, helper, http, ooni_th, shared, tcp, tls
+from probe.measure import dns, helper, http, locate, ooni_th, shared, tcp, tls
 from probe.measure.classify import cause
 from probe.model import (
     DnsQuery,
@@ -60,6 +60,7 @@ class RunPlan:
     max_addresses: int = 4
     throughput_bytes: int = 1 << 20  # data budget per target, all throughput tests together
     history: RateHistory | None = None  # past control rates per domain (from the store)
+    locate: bool = False  # locate the censor of blocked/throttled targets (needs raw sockets)
 
 
 @dataclass
@@ -222,7 +223,12 @@ async def measure_target(
     if throttle is None and first.verdict == "accessible":
         throttle = not_measured(plan)
     final = judging.judge(measurement, throttle) if throttle else first
-    return replace(measurement, runtime=settings.since_origin(), verdict=final)
+    measurement = replace(measurement, verdict=final)
+    if plan.locate and locate.wanted(final):  # one scan at a time, apart from throughput tests
+        where, injection = await locate.for_target(measurement, control_sni(target, plan),
+                                                   settings, state.throughput_lock)
+        measurement = replace(measurement, middlebox=where, injection=injection)
+    return replace(measurement, runtime=settings.since_origin())
 
 
 def internal_error(target: Target, plan: RunPlan, exc: Exception, started: float

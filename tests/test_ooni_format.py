@@ -54,7 +54,8 @@ REPORT = "20210314T000000Z_probe_web_RU_8359_n1_0123456789abcdef"
 # Keys we write that oonidata 0.3.0's models have no field for (so they do not survive a load):
 # ours, and a few of the spec's that its models leave out. Anything else lost is a failure.
 OURS = {"verdict", "probe_blocking", "failure", "rule", "rules_version", "reason", "decided_by",
-        "notes", "throttling", "control_source", "throughput", "evidence"}
+        "notes", "throttling", "control_source", "throughput", "evidence",
+        "middlebox", "injected", "injection"}  # the last three: probe locate (issue 14)
 MODEL_LACKS = {
     "extensions",  # df-000 (the base model has no field)
     "test_keys.agent",  # df-001

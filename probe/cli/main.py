@@ -23,6 +23,7 @@ def _register() -> None:
     from probe.cli.config import config
     from probe.cli.daemon import daemon
     from probe.cli.lab import lab
+    from probe.cli.locate import locate
     from probe.cli.measure import check, run
     from probe.cli.report import report
     from probe.cli.results import results
@@ -30,7 +31,8 @@ def _register() -> None:
     from probe.cli.targets import targets
     from probe.cli.upload import upload
 
-    for command in (run, check, results, report, serve, daemon, lab, config, targets, upload):
+    for command in (run, check, results, report, serve, daemon, lab, config, targets, upload,
+                    locate):
         main.add_command(command)
 
 

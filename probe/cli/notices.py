@@ -10,6 +10,8 @@ from probe.health import Health
 from probe.model import TargetMeasurement
 
 HELPER_DOCS = "docs/helper.md"
+NO_RAW_SOCKETS = ("probe: censors of blocked targets are not located in this run: that needs raw "
+                  "sockets (root or CAP_NET_RAW; see `probe locate`)")
 
 
 def contacts(chosen: controls.Controls) -> list[str]:

@@ -38,6 +38,7 @@ class MeasurementOptions:
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
+    no_locate: bool = False
     throughput_bytes: int = 1 << 20
     vantage: str = "unnamed"
     probe_asn: str = "AS0"
@@ -62,6 +63,7 @@ class MeasurementOptions:
             throughput_bytes=self.throughput_bytes,
             concurrency=concurrency,
             throughput=not self.no_throughput,
+            locate=not self.no_locate,
         )
 
 
@@ -153,6 +155,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                  help="Seconds per network operation."),
     click.option("--no-throughput", is_flag=True, help="Skip throughput (throttling) tests."),
+    click.option("--no-locate", is_flag=True, help="Do not locate the censor of blocked or "
+                 "throttled targets (TTL-limited probes; done only with raw-socket rights)."),
     click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=1 << 20,
                  show_default=True, help="Data budget per target for all throughput tests."),
     click.option("--vantage", default="unnamed", show_default=True,

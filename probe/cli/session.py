@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 import click
 
 from probe import health
+from probe.cli import notices
 from probe.cli.options import MeasurementOptions
 from probe.measure.tlsctx import small_tls_reads_while
+from probe.measure.ttlprobe import raw_allowed
 from probe.model import Target, TargetMeasurement, Vantage, VantageOffline
 from probe.results.ooni import new_report_id
 from probe.results.store import Store, StoreError, local_addresses
@@ -50,6 +52,9 @@ class Session:
                       batch=STORE_BATCH)
         store.check_writable()
         plan = replace(options.plan(concurrency), history=store.control_rate_history)
+        if plan.locate and not raw_allowed():
+            click.echo(notices.NO_RAW_SOCKETS, err=True)  # once per run; nothing else changes
+            plan = replace(plan, locate=False)
         return cls(store, vantage, plan)
 
     @property

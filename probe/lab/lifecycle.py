@@ -46,6 +46,7 @@ class Lab:
         On any failure everything built so far is torn down before the error propagates.
         """
         self.down()
+        self.names = topology.Names(self.names.prefix, scenario.censor_hop)
         self.dir.mkdir(parents=True)
         state: dict[str, Any] = {"scenario": scenario.name, "prefix": self.names.prefix,
                                  "namespaces": list(self.names.all), "pids": {}}

@@ -201,6 +201,8 @@ def target_families(snap: Snapshot) -> list[Metric]:
                        TARGET_LABELS),
         "runtime": _gauge("target_measurement_duration_seconds", "Duration of the last measurement.",
                           TARGET_LABELS),
+        "hop": _gauge("target_censor_hop", "The TTL at which the target's censor reacted "
+                      "(probe locate); absent when not located.", TARGET_LABELS),
     }
     for m in snap.measurements:
         _add_target(f, m, snap.vantage)
@@ -231,3 +233,5 @@ def _add_target(f: dict[str, GaugeMetricFamily], m: TargetMeasurement, v: Vantag
         f["confidence"].add_metric(key, est.confidence)
     f["last"].add_metric(key, m.start_time + m.runtime)
     f["runtime"].add_metric(key, m.runtime)
+    if m.middlebox is not None and m.middlebox.hop is not None:  # no router address: unbounded
+        f["hop"].add_metric(key, float(m.middlebox.hop))

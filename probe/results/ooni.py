@@ -154,8 +154,21 @@ def _test_keys(m: TargetMeasurement) -> dict[str, Any]:
         "throttling": to_dict(v.throttling) if v.throttling else None,
         "control_source": m.control_source,
         "throughput": [_throughput(t) for t in e.throughput],
+        # where the censor sits and whether its packet was forged (probe/measure/locate.py);
+        # the TTL-limited attempts themselves are in evidence.middlebox.probes
+        "middlebox": _middlebox(m),
+        "injected": m.injection.injected if m.injection else None,
+        "injection": to_dict(m.injection) if m.injection else None,
         "evidence": _evidence(m),
     }
+
+
+def _middlebox(m: TargetMeasurement) -> dict[str, Any] | None:
+    if m.middlebox is None:
+        return None
+    data = to_dict(m.middlebox)
+    del data["probes"], data["injected"]  # the attempts stay in evidence; injection is beside
+    return data
 
 
 def _evidence(m: TargetMeasurement) -> dict[str, Any]:

@@ -32,6 +32,8 @@ def json_line(record: Mapping[str, Any]) -> str:
         "blocking": probe_blocking(keys),
         "failure": keys.get("failure"),
         "throttling": keys.get("throttling"),
+        "middlebox": keys.get("middlebox"),
+        "injected": keys.get("injected"),
         "measurement_start_time": record.get("measurement_start_time"),
         "report_id": record.get("report_id"),
         "test_keys": keys,
@@ -61,9 +63,18 @@ def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
         style = _STYLE.get(v.verdict, "")
         table.add_row(
             m.target.domain, m.target.category, f"[{style}]{v.verdict}[/]",
-            v.blocking or "", v.failure or "", rate, v.reason,
+            v.blocking or "", v.failure or "", rate, where(m) + v.reason,
         )
     return table
+
+
+def where(m: TargetMeasurement) -> str:
+    """The table's short note on the censor's place: "at hop 3 (injected): "."""
+    if m.middlebox is None or m.middlebox.hop is None:
+        return ""
+    forged = {True: " (injected)", False: " (not injected)"}.get(
+        m.injection.injected if m.injection else None, "")
+    return f"at hop {m.middlebox.hop}{forged}: "
 
 
 def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:

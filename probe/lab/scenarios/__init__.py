@@ -53,6 +53,7 @@ class Scenario:
     description: str
     rules: tuple[dict[str, Any], ...] = ()
     targets: tuple[Expectation, ...] = field(default_factory=tuple)
+    censor_hop: int | None = None  # a longer path, the censor at this TTL (lab/topology.py)
 
 
 def _expectation(entry: dict[str, Any], where: str) -> Expectation:
@@ -71,8 +72,12 @@ def parse(data: dict[str, Any], where: str = "<scenario>") -> Scenario:
         rules = tuple(data.get("rules") or ())
         censor.plan(list(rules))
         targets = tuple(_expectation(e, where) for e in data["targets"])
+        hop = data.get("censor_hop")
+        if hop is not None and (not isinstance(hop, int) or isinstance(hop, bool)
+                                or not 1 <= hop <= 8):
+            raise ValueError(f"censor_hop must be an integer from 1 to 8, not {hop!r}")
         return Scenario(name=data["name"], description=data["description"].strip(),
-                        rules=rules, targets=targets)
+                        rules=rules, targets=targets, censor_hop=hop)
     except KeyError as exc:
         raise ValueError(f"{where}: missing {exc}") from None
     except ValueError as exc:
