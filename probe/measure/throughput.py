@@ -13,9 +13,14 @@ mean 100 ms, min 10 ms, max 300 ms (about 50 samples in 5 s).
 Rates are counted from the first response byte, so the RTT of the request is excluded; the
 steady part and the rate arithmetic are in probe.throttling.rates.
 
-Granularity: bytes are counted when TLS records are decrypted, up to 16 KiB at a time, so at
-140 kbit/s a record lands about every 0.9 s and most 100 ms intervals read 0 bytes; the steady
-rate over the whole window is accurate, short-interval rates are not (see probe.throttling.decide).
+Granularity: the body is decrypted a TLS record (up to 16 KiB) at a time, so at 64 kbit/s a
+record lands only every 2 s. Samples therefore read the kernel's count of bytes received on the
+connection (TCP_INFO `tcpi_bytes_received`, Linux >= 4.1) since the response header, capped at
+what the flow may read: a policed flow's rate is seen packet by packet. Where TCP_INFO is missing
+the decrypted count is used (see probe.throttling.decide for what that does at low rates).
+
+Long flows (the adaptive A/B grows them to tens of seconds) sample less often: the mean interval
+is `max_seconds / TARGET_SAMPLES`, never below 100 ms, so a flow keeps at most ~MAX_SAMPLES points.
 
 Speed: reads go through an asyncio BufferedProtocol into one reused 256 KiB buffer; per read
 the only Python work is an addition and a comparison, which keeps us accurate to 1 Gbit/s.
@@ -27,6 +32,7 @@ import asyncio
 import random
 import socket
 import ssl
+import struct
 import time
 from urllib.parse import urlsplit
 
@@ -39,14 +45,44 @@ from probe.throttling.rates import Samples, goodput, steady_samples
 SAMPLE_MEAN_S = 0.100
 SAMPLE_MIN_S = 0.010
 SAMPLE_MAX_S = 0.300
+TARGET_SAMPLES = 60  # about this many samples over a flow's time limit
+MAX_SAMPLES = 200  # hard bound on the stored samples of one flow
+_TCPI_BYTES_RECEIVED = struct.Struct("=Q")  # u64 at offset 128 of struct tcp_info
+_TCPI_OFFSET, _TCPI_LEN = 128, 136
 READ_BUFFER = 256 * 1024
 HEADER_LIMIT = 64 * 1024
 HEADER_READ = 4096
 
 
-def sample_delay(rng: random.Random) -> float:
-    """One memoryless sampling interval, clipped like ndt7/dd-007."""
-    return min(SAMPLE_MAX_S, max(SAMPLE_MIN_S, rng.expovariate(1.0 / SAMPLE_MEAN_S)))
+def sample_delay(rng: random.Random, mean: float = SAMPLE_MEAN_S) -> float:
+    """One memoryless sampling interval, clipped like ndt7/dd-007 (scaled with `mean`)."""
+    scale = mean / SAMPLE_MEAN_S
+    return min(SAMPLE_MAX_S * scale, max(SAMPLE_MIN_S * scale, rng.expovariate(1.0 / mean)))
+
+
+def sample_mean(max_seconds: float) -> float:
+    return max(SAMPLE_MEAN_S, max_seconds / TARGET_SAMPLES)
+
+
+def wire_bytes(sock: socket.socket | None) -> int | None:
+    """Bytes received on the TCP connection so far (TCP_INFO), None where the kernel lacks it."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_LEN)
+    except OSError:
+        return None
+    if len(info) < _TCPI_LEN:
+        return None
+    return _TCPI_BYTES_RECEIVED.unpack_from(info, _TCPI_OFFSET)[0]
+
+
+def thinned(samples: Samples, limit: int = MAX_SAMPLES) -> Samples:
+    """At most `limit` samples, evenly chosen, the first and the last always kept."""
+    if len(samples) <= limit:
+        return samples
+    step = (len(samples) - 1) / (limit - 1)
+    return tuple(samples[round(i * step)] for i in range(limit))
 
 
 # --- the flow ---------------------------------------------------------------------------------
@@ -69,6 +105,8 @@ class _Flow(asyncio.BufferedProtocol):
         self.first_byte: float | None = None
         self.first_body = 0  # body bytes that came with the header
         self.end = 0.0
+        self.sock: socket.socket | None = None  # for TCP_INFO
+        self.wire_at_header: int | None = None  # wire bytes when the header was complete
         self.done: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -105,6 +143,7 @@ class _Flow(asyncio.BufferedProtocol):
             return
         self.header_done = True
         self.body = self.first_body = len(self.header) - end - 4
+        self.wire_at_header = wire_bytes(self.sock)
         head = bytes(self.header[:end]).decode("latin-1").split("\r\n")
         del self.header[:]
         try:
@@ -125,6 +164,14 @@ class _Flow(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.finish(exc if exc is not None else self._short())
+
+    def counted(self) -> int:
+        """Body bytes as the wire sees them: the decrypted count, or more when TCP_INFO shows
+        bytes of a record still in flight (never past the flow's limit)."""
+        wire = wire_bytes(self.sock) if self.wire_at_header is not None else None
+        if wire is None or self.wire_at_header is None:
+            return self.body
+        return max(self.body, min(self.limit, self.first_body + wire - self.wire_at_header))
 
     def _short(self) -> BaseException | None:
         """The error of a body that ended early: before the header, or short of Content-Length."""
@@ -183,6 +230,7 @@ async def _open(
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
+    flow.sock = sock
     try:
         await _phase(loop.sock_connect(sock, (address, port)), settings.timeout, failures.CONNECT)
         sni = request.sni or host
@@ -209,7 +257,7 @@ def _request_bytes(request: ThroughputRequest, settings: Settings) -> bytes:
 
 
 async def _sample(
-    flow: _Flow, deadline: float, idle: float, rng: random.Random
+    flow: _Flow, deadline: float, idle: float, rng: random.Random, mean: float = SAMPLE_MEAN_S
 ) -> tuple[list[tuple[float, int]], str | None]:
     """Cumulative bytes at memoryless times until the flow ends, the deadline, or a stall.
 
@@ -218,14 +266,16 @@ async def _sample(
     last_change, last_body = time.monotonic(), -1
     while True:
         now = time.monotonic()
-        await asyncio.wait([flow.done], timeout=max(0.0, min(sample_delay(rng), deadline - now)))
+        delay = min(sample_delay(rng, mean), deadline - now)
+        await asyncio.wait([flow.done], timeout=max(0.0, delay))
         now = time.monotonic()
         if flow.done.done():
             return samples, None
+        counted = flow.counted()
         if flow.header_done and flow.first_byte is not None:
-            samples.append((now - flow.first_byte, flow.body))
-        if flow.body != last_body:
-            last_change, last_body = now, flow.body
+            samples.append((now - flow.first_byte, counted))
+        if counted != last_body:
+            last_change, last_body = now, counted
         if now >= deadline:
             return samples, None if flow.header_done else failures.TIMEOUT
         if now - last_change > idle:
@@ -237,9 +287,10 @@ def _series(flow: _Flow, timed: list[tuple[float, int]], end: float) -> Samples:
     SAMPLE_MIN_S/2 of the end is dropped so that no interval is absurdly short."""
     if flow.first_byte is None or not flow.header_done:
         return ()
-    last = (max(0.0, end - flow.first_byte), flow.body)
-    body = [s for s in timed if s[0] < last[0] - SAMPLE_MIN_S / 2]
-    return ((0.0, flow.first_body), *body, last)
+    body = [s for s in timed if s[0] < max(0.0, end - flow.first_byte) - SAMPLE_MIN_S / 2]
+    # the wire count may have run ahead of the decrypted end of a cut-off flow: keep it monotone
+    last = (max(0.0, end - flow.first_byte), max([flow.body, *(b for _, b in body)]))
+    return thinned(((0.0, flow.first_body), *body, last))
 
 
 def _outcome(flow: _Flow, stalled: str | None) -> tuple[str | None, str | None, str | None]:
@@ -269,7 +320,8 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         transport, address = await _open(request, settings, flow)
         transport.write(_request_bytes(request, settings))
         deadline = time.monotonic() + request.max_seconds
-        timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random())
+        timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random(),
+                                       sample_mean(request.max_seconds))
         end = flow.end if flow.done.done() else time.monotonic()
         samples = _series(flow, timed, end)
         failure, operation, cause = _outcome(flow, stalled)

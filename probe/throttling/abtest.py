@@ -6,8 +6,12 @@ differs, so a rate difference is the SNI's doing. `direct` compares a real objec
 with a control object of similar size over the same path (weaker: the servers differ too).
 
 Flows alternate A B A B so that a change of the path over time hits both sides alike; each flow
-is a new connection (policers keep per-flow state). After every pair `decide.decide_early`
-may end the test; the per-target budget (bytes and seconds) ends it in any case.
+is a new connection (policers keep per-flow state). The pairs grow (bytes x GROWTH, time x 1.5,
+like a capacity test) until a target flow outlasts any plausible policer burst
+(`decide.outlasted`); from then on the pairs keep that size and are judged, early stopping
+after each (`decide.decide_early`). The per-target budget (bytes and seconds) ends it in any
+case; if no target flow outlasted a burst by then, the estimate is "bounded" and says which
+policer rates were ruled out (`decide.conclude`).
 """
 
 from __future__ import annotations
@@ -27,18 +31,24 @@ Runs = tuple[ThroughputResult, ...]
 
 @dataclass(frozen=True)
 class Budget:
-    """Per target. Defaults: a 140 kbit/s policer against a fast control is decided after three
-    pairs, in ~4.5 s of target flows and < 1 MiB (target flows stop at `flow_seconds`)."""
+    """Per target. The first pair reads 256 KiB in at most 2 s a flow; each pair that no target
+    flow outlasted a burst in is GROWTH times larger. Defaults: a 10 Mbit/s policer with a
+    one-second burst is outlasted by the third pair (4 MiB), well inside 32 MiB."""
 
-    total_bytes: int = 1 << 20
-    total_seconds: float = 15.0
-    flow_seconds: float = 1.5
-    max_pairs: int = 4
+    total_bytes: int = 32 << 20
+    total_seconds: float = 40.0
+    first_bytes: int = 256 << 10
+    first_seconds: float = 2.0
+    max_flow_seconds: float = 5.0
+    max_pairs: int = 8
+    growth: int = 4
 
-    @property
-    def flow_bytes(self) -> int:
-        # every pair may run to completion within the byte budget
-        return max(16 << 10, self.total_bytes // (2 * self.max_pairs))
+    def flow(self, step: int, left_bytes: int, left_seconds: float) -> tuple[int, float]:
+        """(bytes, seconds) of each flow of pair `step`; both flows of a pair get the same
+        size, so a pair never starts that the bytes left cannot finish."""
+        size = min(self.first_bytes * self.growth ** step, left_bytes // 2)
+        seconds = min(self.first_seconds * 1.5 ** step, self.max_flow_seconds)
+        return size, min(seconds, left_seconds / 2)
 
 
 def _budget(budget: Budget | int) -> Budget:
@@ -56,22 +66,38 @@ def sized(url: str, size: int) -> str:
     return str(URL(url).update_query(bytes=size))
 
 
-async def _flow(request: ThroughputRequest, settings: Settings, budget: Budget,
-                used: int, started: float, sized_bulk: bool) -> ThroughputResult | None:
-    """One flow within what is left of the budget, None when nothing is left."""
-    left_bytes = budget.total_bytes - used
-    left_time = budget.total_seconds - (time.monotonic() - started)
-    if left_bytes <= 0 or left_time <= 0.1:
-        return None
-    size = min(budget.flow_bytes, left_bytes)
+async def flow(request: ThroughputRequest, settings: Settings, size: int, seconds: float,
+               sized_bulk: bool) -> ThroughputResult:
+    """One flow of `size` bytes and `seconds` at most."""
     limited = ThroughputRequest(
         url=sized(request.url, size) if sized_bulk else request.url,
         address=request.address,
         sni=request.sni,
         max_bytes=size,
-        max_seconds=min(budget.flow_seconds, left_time),
+        max_seconds=seconds,
     )
     return await throughput.measure(limited, settings)
+
+
+@dataclass
+class _Pairs:
+    """The flows so far and how many of the last pairs outlasted a burst (judged)."""
+
+    targets: list[ThroughputResult]
+    controls: list[ThroughputResult]
+    judged: int = 0
+    step: int = 0
+    used: int = 0
+    ended: str = "the data budget ended"
+
+    def add(self, target: ThroughputResult, control: ThroughputResult, size: int) -> None:
+        self.targets.append(target)
+        self.controls.append(control)
+        self.used += target.bytes_received + control.bytes_received
+        if self.judged or decide.outlasted(target, size):
+            self.judged += 1  # this size stays: the pairs from here on are judged
+        else:
+            self.step += 1
 
 
 async def interleave(
@@ -83,28 +109,37 @@ async def interleave(
     expected_bps: float | None = None,
     sized_bulk: bool = False,
 ) -> tuple[Runs, Runs, ThrottleEstimate]:
-    """A B A B ... until decided, out of budget, or a side gets nothing at all. `sized_bulk`:
-    the URLs are a bulk endpoint that takes the size of each flow (`?bytes=`)."""
+    """A B A B ... growing until a target flow outlasts a burst, then until decided, out of
+    budget, or a side gets nothing at all. `sized_bulk`: the URLs are a bulk endpoint that takes
+    the size of each flow (`?bytes=`)."""
     plan = _budget(budget)
-    started, used = time.monotonic(), 0
-    targets: list[ThroughputResult] = []
-    controls: list[ThroughputResult] = []
+    started = time.monotonic()
+    pairs = _Pairs([], [])
     for _ in range(plan.max_pairs):
-        pair = []
-        for request, runs in ((target, targets), (control, controls)):
-            run = await _flow(request, settings, plan, used, started, sized_bulk)
-            if run is None:
-                break
-            runs.append(run)
-            pair.append(run)
-            used += run.bytes_received
-        if len(pair) < 2 or any(_dead(run) for run in pair):
+        left_time = plan.total_seconds - (time.monotonic() - started)
+        size, seconds = plan.flow(pairs.step, plan.total_bytes - pairs.used, left_time)
+        if size < 16 << 10 or seconds < 0.2:
+            pairs.ended = ("the data budget ended" if size < 16 << 10
+                           else "the time budget ended")
             break
-        early = decide.decide_early(targets, controls, method, expected_bps=expected_bps)
-        if early is not None:
-            return tuple(targets), tuple(controls), early
-    estimate = decide.assess(targets, controls, method, expected_bps=expected_bps)
-    return tuple(targets), tuple(controls), estimate
+        a = await flow(target, settings, size, seconds, sized_bulk)
+        b = await flow(control, settings, size, seconds, sized_bulk)
+        pairs.add(a, b, size)
+        if _dead(a) or _dead(b):  # nothing to compare: the old verdict, inconclusive
+            return (tuple(pairs.targets), tuple(pairs.controls),
+                    decide.assess(pairs.targets, pairs.controls, method))
+        if pairs.judged:
+            early = decide.decide_early(pairs.targets[-pairs.judged:],
+                                        pairs.controls[-pairs.judged:], method,
+                                        expected_bps=expected_bps)
+            if early is not None and (early.state != "throttled"
+                                      or pairs.judged >= decide.MIN_PAIRS_THROTTLED):
+                break
+    else:
+        pairs.ended = "the pairs ran out"
+    estimate = decide.conclude(pairs.targets, pairs.controls, pairs.judged, method,
+                               pairs.ended, expected_bps=expected_bps)
+    return tuple(pairs.targets), tuple(pairs.controls), estimate
 
 
 async def sni_swap(
