@@ -59,6 +59,7 @@ KEYS: tuple[Key, ...] = (
     Key("run", "timeout", "timeout", "float"),
     Key("run", "throughput", "no_throughput", "boolean", invert=True),
     Key("run", "throughput_bytes", "throughput_bytes", "integer"),
+    Key("run", "data_budget", "data_budget", "integer"),
     Key("run", "pushgateway", "pushgateway", "string", ("run",)),
     Key("run", "textfile", "textfile", "path", ("run",)),
     Key("daemon", "interval", "interval", "float", ("daemon",)),

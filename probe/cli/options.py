@@ -38,7 +38,8 @@ class MeasurementOptions:
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
-    throughput_bytes: int = 1 << 20
+    throughput_bytes: int = 32 << 20
+    data_budget: int = 256 << 20
     vantage: str = "unnamed"
     probe_asn: str = "AS0"
     probe_cc: str = "ZZ"
@@ -60,6 +61,7 @@ class MeasurementOptions:
             helper_token=self.helper_token,
             th_urls=controls.th_urls,
             throughput_bytes=self.throughput_bytes,
+            data_budget=self.data_budget,
             concurrency=concurrency,
             throughput=not self.no_throughput,
         )
@@ -153,8 +155,12 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                  help="Seconds per network operation."),
     click.option("--no-throughput", is_flag=True, help="Skip throughput (throttling) tests."),
-    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=1 << 20,
-                 show_default=True, help="Data budget per target for all throughput tests."),
+    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=32 << 20,
+                 show_default=True, help="Bytes per target for the full throttling A/B (suspects "
+                 "and media hosts; every other target gets a 64 KiB screen)."),
+    click.option("--data-budget", type=click.IntRange(1 << 20, 1 << 40), default=256 << 20,
+                 show_default=True, help="Bytes per run for all throughput tests together; "
+                 "targets past it are reported as not measured."),
     click.option("--vantage", default="unnamed", show_default=True,
                  help="Name of this vantage point."),
     click.option("--probe-asn", default="AS0", callback=_check_asn, show_default=True),
