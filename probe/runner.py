@@ -58,7 +58,7 @@ class RunPlan:
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
     max_addresses: int = 4
-    throughput_bytes: int = 32 << 20  # bytes per target for the full throttling A/B
+    throughput_bytes: int = 48 << 20  # bytes per target for the full throttling A/B
     data_budget: int = 256 << 20  # bytes per run for all throughput tests (screens included)
     history: RateHistory | None = None  # past control rates per domain (from the store)
 

@@ -38,7 +38,7 @@ class MeasurementOptions:
     ca_file: str | None = None
     timeout: float = 10.0
     no_throughput: bool = False
-    throughput_bytes: int = 32 << 20
+    throughput_bytes: int = 48 << 20
     data_budget: int = 256 << 20
     vantage: str = "unnamed"
     probe_asn: str = "AS0"
@@ -155,7 +155,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True,
                  help="Seconds per network operation."),
     click.option("--no-throughput", is_flag=True, help="Skip throughput (throttling) tests."),
-    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=32 << 20,
+    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=48 << 20,
                  show_default=True, help="Bytes per target for the full throttling A/B (suspects "
                  "and media hosts; every other target gets a 64 KiB screen)."),
     click.option("--data-budget", type=click.IntRange(1 << 20, 1 << 40), default=256 << 20,

@@ -341,7 +341,8 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         address=address,
         sni=request.sni or urlsplit(request.url).hostname,
         samples=samples,
-        bytes_received=flow.body if flow.header_done else 0,
+        # what arrived, decrypted or not yet (a record in flight at the end is still traffic)
+        bytes_received=max(flow.body, samples[-1][1]) if flow.header_done and samples else 0,
         goodput_bps=goodput(samples),
         steady_bps=goodput(steady),
     )

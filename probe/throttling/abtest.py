@@ -32,11 +32,13 @@ Runs = tuple[ThroughputResult, ...]
 @dataclass(frozen=True)
 class Budget:
     """Per target. The first pair reads 256 KiB in at most 2 s a flow; each pair that no target
-    flow outlasted a burst in is GROWTH times larger. Defaults: a 10 Mbit/s policer with a
-    one-second burst is outlasted by the third pair (4 MiB), well inside 32 MiB."""
+    flow outlasted a burst in is GROWTH times larger (x1.5 in time), but never more than a
+    quarter of what is left, so that a pair of the same size can follow it. Once a target flow
+    outlasted a burst, the judged pairs keep its size. Defaults: a 10 Mbit/s policer whose
+    bucket passes 4 MB (hashlimit in the lab) is outlasted by the fourth pair, inside 48 MiB."""
 
-    total_bytes: int = 32 << 20
-    total_seconds: float = 40.0
+    total_bytes: int = 48 << 20
+    total_seconds: float = 45.0
     first_bytes: int = 256 << 10
     first_seconds: float = 2.0
     max_flow_seconds: float = 5.0
@@ -44,9 +46,8 @@ class Budget:
     growth: int = 4
 
     def flow(self, step: int, left_bytes: int, left_seconds: float) -> tuple[int, float]:
-        """(bytes, seconds) of each flow of pair `step`; both flows of a pair get the same
-        size, so a pair never starts that the bytes left cannot finish."""
-        size = min(self.first_bytes * self.growth ** step, left_bytes // 2)
+        """(bytes, seconds) of each flow of growing pair `step`."""
+        size = min(self.first_bytes * self.growth ** step, left_bytes // 4)
         seconds = min(self.first_seconds * 1.5 ** step, self.max_flow_seconds)
         return size, min(seconds, left_seconds / 2)
 
@@ -89,13 +90,29 @@ class _Pairs:
     step: int = 0
     used: int = 0
     ended: str = "the data budget ended"
+    kept: tuple[int, float] | None = None  # the (bytes, seconds) of the judged pairs
 
-    def add(self, target: ThroughputResult, control: ThroughputResult, size: int) -> None:
+    def next(self, plan: Budget, started: float) -> tuple[int, float] | None:
+        """The next pair's flow size and time, None when the budget cannot pay for it."""
+        left_bytes = plan.total_bytes - self.used
+        left_time = plan.total_seconds - (time.monotonic() - started)
+        size, seconds = self.kept or plan.flow(self.step, left_bytes, left_time)
+        if size < 16 << 10 or 2 * size > left_bytes:
+            self.ended = "the data budget ended"
+        elif seconds < 0.2 or 2 * seconds > left_time + 1e-9:
+            self.ended = "the time budget ended"
+        else:
+            return size, seconds
+        return None
+
+    def add(self, target: ThroughputResult, control: ThroughputResult,
+            size: int, seconds: float) -> None:
         self.targets.append(target)
         self.controls.append(control)
         self.used += target.bytes_received + control.bytes_received
         if self.judged or decide.outlasted(target, size):
             self.judged += 1  # this size stays: the pairs from here on are judged
+            self.kept = self.kept or (size, seconds)
         else:
             self.step += 1
 
@@ -116,15 +133,12 @@ async def interleave(
     started = time.monotonic()
     pairs = _Pairs([], [])
     for _ in range(plan.max_pairs):
-        left_time = plan.total_seconds - (time.monotonic() - started)
-        size, seconds = plan.flow(pairs.step, plan.total_bytes - pairs.used, left_time)
-        if size < 16 << 10 or seconds < 0.2:
-            pairs.ended = ("the data budget ended" if size < 16 << 10
-                           else "the time budget ended")
+        sizing = pairs.next(plan, started)
+        if sizing is None:
             break
-        a = await flow(target, settings, size, seconds, sized_bulk)
-        b = await flow(control, settings, size, seconds, sized_bulk)
-        pairs.add(a, b, size)
+        a = await flow(target, settings, *sizing, sized_bulk)
+        b = await flow(control, settings, *sizing, sized_bulk)
+        pairs.add(a, b, *sizing)
         if _dead(a) or _dead(b):  # nothing to compare: the old verdict, inconclusive
             return (tuple(pairs.targets), tuple(pairs.controls),
                     decide.assess(pairs.targets, pairs.controls, method))

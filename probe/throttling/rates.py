@@ -50,7 +50,7 @@ def knee(samples: Samples) -> int | None:
     best, best_error = None, float("inf")
     for i in range(1, n - KNEE_MIN_SAMPLES + 1):
         before, after = goodput(samples[: i + 1]), goodput(samples[i:])
-        if before is None or after is None or after > KNEE_RATIO * before:
+        if not before or not after or after > KNEE_RATIO * before:  # a stall is no rate
             continue
         error = _chord_error(samples, 0, i) + _chord_error(samples, i, n - 1)
         if error < best_error:
