@@ -123,7 +123,8 @@ def run(lab: ThrottleListLab, concurrency: int) -> dict[str, Any]:
         by_name[record["input"].split("/")[2]] = keys
     return {"seconds": seconds, "bytes": counted, "rc": done.returncode, "verdicts": verdicts,
             "records": len(records), "by_name": by_name,
-            "notices": [line for line in done.stderr.splitlines() if "throttl" in line]}
+            "notices": [line for line in done.stderr.splitlines()
+                        if "throttl" in line or "outlasted" in line]}
 
 
 def report(lab: ThrottleListLab, result: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ from probe import failures
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
 from probe.measure.tlsctx import client_context
 from probe.model import Settings, ThroughputRequest, ThroughputResult
-from probe.throttling.rates import Samples, goodput, steady_samples
+from probe.throttling.rates import Samples, goodput, steady_rate
 
 SAMPLE_MEAN_S = 0.100
 SAMPLE_MIN_S = 0.010
@@ -330,7 +330,6 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
     finally:
         if transport is not None:
             transport.abort()  # no close_notify dance: the flow is over
-    steady = steady_samples(samples)
     return ThroughputResult(
         t0=t0,
         elapsed=time.monotonic() - start,
@@ -344,5 +343,5 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         # what arrived, decrypted or not yet (a record in flight at the end is still traffic)
         bytes_received=max(flow.body, samples[-1][1]) if flow.header_done and samples else 0,
         goodput_bps=goodput(samples),
-        steady_bps=goodput(steady),
+        steady_bps=steady_rate(samples),
     )

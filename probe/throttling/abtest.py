@@ -27,6 +27,7 @@ from probe.model import Settings, ThrottleEstimate, ThroughputRequest, Throughpu
 from probe.throttling import decide
 
 Runs = tuple[ThroughputResult, ...]
+JUDGED_MIN_SECONDS = 4.0  # the judged flows' time limit, at least (64 kbit/s: ~22 packets)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class _Pairs:
         left_bytes = plan.total_bytes - self.used
         left_time = plan.total_seconds - (time.monotonic() - started)
         size, seconds = self.kept or plan.flow(self.step, left_bytes, left_time)
-        if size < 16 << 10 or 2 * size > left_bytes:
+        smaller = not self.kept and self.targets and size < self.targets[-1].bytes_received
+        if size < 16 << 10 or 2 * size > left_bytes or smaller:  # a smaller pair adds no reach
             self.ended = "the data budget ended"
         elif seconds < 0.2 or 2 * seconds > left_time + 1e-9:
             self.ended = "the time budget ended"
@@ -112,7 +114,8 @@ class _Pairs:
         self.used += target.bytes_received + control.bytes_received
         if self.judged or decide.outlasted(target, size):
             self.judged += 1  # this size stays: the pairs from here on are judged
-            self.kept = self.kept or (size, seconds)
+            # ... and runs long enough that a slow rate is many packets, not a few lumps
+            self.kept = self.kept or (size, max(seconds, JUDGED_MIN_SECONDS))
         else:
             self.step += 1
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 STEADY_SKIP_S = 1.0
 STEADY_SKIP_FRACTION = 0.3
-KNEE_RATIO = 0.5  # the rate after a knee is at most this fraction of the rate before it
+KNEE_RATIO = 0.25  # the rate after a knee is at most this fraction of the rate before it
+# (a burst passes at line rate, many times the policed rate; a lumpy slow flow bends less)
 KNEE_MIN_SAMPLES = 3  # samples after the knee (the knee itself included)
 PLAUSIBLE_BURST_S = 2.0  # the largest policer burst we claim to see through, at its own rate
 
@@ -70,6 +71,22 @@ def steady_samples(samples: Samples) -> Samples:
     skip = min(STEADY_SKIP_S, STEADY_SKIP_FRACTION * samples[-1][0])
     rest = tuple(s for s in samples if s[0] >= skip)
     return rest if len(rest) >= 2 else (samples[0], samples[-1])
+
+
+def steady_rate(samples: Samples) -> float | None:
+    """Bits per second of the steady part: the least-squares slope of its cumulative bytes
+    (robust to a lump or a stall at either end, which a chord between the end points is not),
+    the chord when fewer than four samples remain."""
+    steady = steady_samples(samples)
+    if len(steady) < 4:
+        return goodput(steady)
+    n = len(steady)
+    mean_t = sum(t for t, _ in steady) / n
+    mean_b = sum(b for _, b in steady) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in steady)
+    if spread <= 0:
+        return goodput(steady)
+    return 8.0 * sum((t - mean_t) * (b - mean_b) for t, b in steady) / spread
 
 
 def steady_seconds(samples: Samples) -> float:
