@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import trustme
@@ -92,7 +93,7 @@ class Pair:
     def police(self, pattern: str, rate_bps: int = 140_000, burst: int = 20_000) -> None:
         """Mark flows whose first packets carry `pattern`; drop their packets above the rate.
         (hashlimit wants a burst of at least one second at the rate.)"""
-        burst = max(burst, rate_bps // 8)
+        burst = max(burst, rate_bps // 8 + rate_bps // 800 + 64)  # iptables rounds the rate up
         self.run(self.cli, "iptables", "-w", "5", "-A", "OUTPUT", "-p", "tcp", "--dport", "443",
                  "-m", "connbytes", "--connbytes", "0:8", "--connbytes-dir", "original",
                  "--connbytes-mode", "packets", "-m", "string", "--algo", "bm", "--string",
@@ -101,6 +102,31 @@ class Pair:
                  "-m", "hashlimit", "--hashlimit-above", f"{rate_bps // 8}b/s",
                  "--hashlimit-burst", f"{burst}b", "--hashlimit-mode",
                  "srcip,srcport,dstip,dstport", "--hashlimit-name", f"pf{rate_bps}", "-j", "DROP")
+
+    def shape_sni(self, pattern: str, rate_bps: int) -> None:
+        """Queue the server's packets of flows whose ClientHello carries `pattern` (every flow
+        when empty) in an htb class of their own (tail drop only when its queue is full);
+        needs shape() first."""
+        self.run(self.srv, "tc", "class", "replace", "dev", "v0", "parent", "1:", "classid",
+                 "1:20", "htb", "rate", f"{rate_bps}bit")
+        # a queue of ~250 ms at the rate (3 packets at least), as shapers size their buffers:
+        # the packets of a flow the probe has left drain from it before the next flow
+        queue = max(3, int(rate_bps * 0.25 / 8 / 1514))
+        self.run(self.srv, "tc", "qdisc", "replace", "dev", "v0", "parent", "1:20", "handle",
+                 "20:", "pfifo", "limit", str(queue))
+        match = ["-m", "string", "--algo", "bm", "--string", pattern] if pattern else []
+        self.run(self.srv, "iptables", "-w", "5", "-A", "INPUT", "-p", "tcp", "--dport", "443",
+                 "-m", "connbytes", "--connbytes", "0:8", "--connbytes-dir", "original",
+                 "--connbytes-mode", "packets", *match, "-j", "CONNMARK", "--set-mark", "8")
+        self.run(self.srv, "iptables", "-w", "5", "-t", "mangle", "-A", "OUTPUT", "-m",
+                 "connmark", "--mark", "8", "-j", "CLASSIFY", "--set-class", "1:20")
+
+    def congest(self) -> subprocess.Popen:
+        """Competing traffic: an iperf3 download (server -> client) filling the link."""
+        if not any("iperf3" in " ".join(map(str, p.args)) for p in self.procs):
+            self.spawn(self.srv, "iperf3", "-s", "-B", SRV_IP)
+            time.sleep(0.5)
+        return self.spawn(self.cli, "iperf3", "-c", SRV_IP, "-R", "-t", "900")
 
     def python(self, script: str, *args: str, timeout: float = 600) -> list[dict]:
         """Runs a Python script in the client namespace; its stdout is JSON lines."""

@@ -1,11 +1,13 @@
 """True and false positives of the SNI-swap throttling test, with bytes and time to verdict.
 
-    sudo /work/venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...]
+    sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...]
 
-Each scenario (data below) shapes the link, optionally installs an SNI policer (hashlimit per
-flow, as the Twitter throttler did) and runs probe.throttling.abtest.sni_swap N times with the default
-budget. A positive is state == "throttled". Prints, per scenario: the states seen, the positive
-rate against what was expected, and the median / max bytes and seconds to a verdict.
+Each scenario (data below) shapes the link (htb), optionally polices (hashlimit per flow, as the
+Twitter throttler did) or shapes (an htb class, queued) flows whose ClientHello names twimg.com,
+or adds a look-alike (competing traffic, random loss, a server slow for every SNI), and runs the
+adaptive probe.throttling.abtest.sni_swap N times with the default budget. A positive is state
+"throttled". Prints, per scenario: the states seen, the positive count, MB and seconds to a
+verdict (median, max), and for throttling the rate error against the censor's rate.
 Not a timed test: it prints figures.
 """
 
@@ -22,19 +24,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.netns import BULK_NAME, SRV_IP, Pair  # noqa: E402
 
-# name, link rate, policed pattern (None: no censor), target SNI, is throttling expected?
-SCENARIOS = (
-    {"name": "policed_sni", "link": "50mbit", "police": "twimg.com", "rate_bps": 140_000,
-     "target": "abs.twimg.com", "throttled": True},
-    {"name": "policed_sni_500k", "link": "50mbit", "police": "twimg.com", "rate_bps": 500_000,
-     "target": "pbs.twimg.com", "throttled": True},
-    {"name": "unmatched_sni", "link": "50mbit", "police": "twimg.com", "rate_bps": 140_000,
-     "target": "twitter.com", "throttled": False},
-    {"name": "congested_link", "link": "800kbit", "police": None, "target": "abs.twimg.com",
-     "throttled": False},
-    {"name": "fast_link", "link": "1gbit", "police": None, "target": "abs.twimg.com",
-     "throttled": False},
-)
+RATES = {"64k": 64_000, "140k": 140_000, "500k": 500_000, "2M": 2_000_000, "10M": 10_000_000}
+LINKS = ("100mbit", "1gbit")
+
+
+def _scenarios() -> list[dict]:
+    """Per-flow policing and shaping of *.twimg.com at each rate on each link; look-alikes
+    (nothing censored) that must never read throttled."""
+    out = []
+    for link in LINKS:
+        for kind in ("police", "shape"):
+            out += [{"name": f"{kind}_{label}_{link}", "link": link, kind: "twimg.com",
+                     "rate_bps": rate, "throttled": True} for label, rate in RATES.items()]
+        out.append({"name": f"clean_{link}", "link": link, "throttled": False})
+    return out + [
+        {"name": "unmatched_sni", "link": "100mbit", "police": "twimg.com", "rate_bps": 140_000,
+         "target": "twitter.com", "throttled": False},
+        {"name": "congested_link", "link": "20mbit", "congest": True, "throttled": False},
+        {"name": "random_loss_3pct", "link": "100mbit", "loss": 0.03, "throttled": False},
+        {"name": "slow_origin", "link": "100mbit", "origin_bps": 1_000_000, "throttled": False},
+    ]
+
+
+SCENARIOS = _scenarios()
 
 SWAP = """
 import asyncio, json, sys, time
@@ -48,33 +60,61 @@ async def main():
                                           Settings(ca_file=ca))
         print(json.dumps({"state": est.state, "bytes": est.bytes_used, "pairs": len(t),
                           "seconds": time.monotonic() - start, "rate": est.rate_bps,
-                          "control": est.control_rate_bps}), flush=True)
+                          "control": est.control_rate_bps, "below": est.excluded_below_bps,
+                          "outlasted": est.outlasted_burst}), flush=True)
 asyncio.run(main())
 """
 
 
-def run_scenario(pair: Pair, scenario: dict, runs: int) -> list[dict]:
-    pair.run(pair.cli, "iptables", "-F")
-    pair.run(pair.cli, "iptables", "-X", check=False)
+def _censor(pair: Pair, scenario: dict) -> None:
+    for ns in (pair.cli, pair.srv):
+        pair.run(ns, "iptables", "-F")
+        pair.run(ns, "iptables", "-t", "mangle", "-F")
+        pair.run(ns, "iptables", "-X", check=False)
     pair.shape(scenario["link"])
-    if scenario["police"]:
+    if scenario.get("police"):
         pair.police(scenario["police"], scenario["rate_bps"])
-    url = f"https://{BULK_NAME}/bulk?bytes={1 << 20}"
-    return pair.python(SWAP, url, SRV_IP, scenario["target"], pair.ca_file, str(runs),
-                       timeout=60 * runs)
+    if scenario.get("shape"):
+        pair.shape_sni(scenario["shape"], scenario["rate_bps"])
+    if scenario.get("origin_bps"):  # the server is slow for every SNI: deep queue, its own rate
+        pair.shape_sni("", scenario["origin_bps"])
+    if scenario.get("loss"):
+        pair.run(pair.cli, "iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
+                 "--probability", str(scenario["loss"]), "-j", "DROP")
+
+
+def run_scenario(pair: Pair, scenario: dict, runs: int) -> list[dict]:
+    _censor(pair, scenario)
+    background = pair.congest() if scenario.get("congest") else None
+    try:
+        url = f"https://{BULK_NAME}/bulk"
+        return pair.python(SWAP, url, SRV_IP, scenario.get("target", "video.twimg.com"),
+                           pair.ca_file, str(runs), timeout=60 * runs)
+    finally:
+        if background is not None:
+            background.kill()
+            background.wait(timeout=10)
 
 
 def report(scenario: dict, results: list[dict]) -> str:
     states = collections.Counter(r["state"] for r in results)
     positives = states["throttled"]
     kind = "TP" if scenario["throttled"] else "FP"
-    kbytes = [r["bytes"] / 1024 for r in results]
+    mbytes = [r["bytes"] / 1e6 for r in results]
     secs = [r["seconds"] for r in results]
-    rate = statistics.median(r["rate"] or 0.0 for r in results) / 1e3
-    return (f"{scenario['name']:<17} {kind} {positives:>2}/{len(results):<3} "
-            f"{dict(states)!s:<40} KiB med {statistics.median(kbytes):6.0f} max {max(kbytes):6.0f}"
-            f"  s med {statistics.median(secs):5.1f} max {max(secs):5.1f}"
-            f"  target kbit/s {rate:8.0f}")
+    line = (f"{scenario['name']:<22} {kind} {positives:>2}/{len(results):<3} "
+            f"{dict(states)!s:<34} MB med {statistics.median(mbytes):5.1f} max {max(mbytes):5.1f}"
+            f"  s med {statistics.median(secs):5.1f} max {max(secs):5.1f}")
+    if scenario["throttled"]:
+        errors = [abs(r["rate"] / scenario["rate_bps"] - 1) for r in results if r["rate"]]
+        within = sum(e <= 0.25 for e in errors)
+        line += (f"  rate within 25%: {within}/{len(results)}, |err| med "
+                 f"{statistics.median(errors or [9.99]):.0%} max {max(errors or [9.99]):.0%}")
+    else:
+        below = [r["below"] for r in results if r["below"]]
+        if below:
+            line += f"  no policing below {statistics.median(below) / 1e6:.1f} Mbit/s (median)"
+    return line
 
 
 def main() -> None:
@@ -85,7 +125,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("needs root: it builds network namespaces")
     chosen = [s for s in SCENARIOS if not args.only or s["name"] in args.only.split(",")]
-    with Pair("pft") as pair:
+    with Pair("pft") as pair:  # run under `flock /tmp/probe-lab.lock`
         for scenario in chosen:
             print(report(scenario, run_scenario(pair, scenario, args.runs)), flush=True)
 

@@ -60,6 +60,7 @@ KEYS: tuple[Key, ...] = (
     Key("run", "throughput", "no_throughput", "boolean", invert=True),
     Key("run", "throughput_bytes", "throughput_bytes", "integer"),
     Key("run", "locate", "no_locate", "boolean", invert=True),
+    Key("run", "data_budget", "data_budget", "integer"),
     Key("run", "pushgateway", "pushgateway", "string", ("run",)),
     Key("run", "textfile", "textfile", "path", ("run",)),
     Key("daemon", "interval", "interval", "float", ("daemon",)),

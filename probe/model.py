@@ -26,6 +26,7 @@ class Target:
     control_domain: str | None = None  # control SNI / domain over the same path
     throughput_url: str | None = None  # a real object of the target, for direct throughput
     control_throughput_url: str | None = None  # a control object of similar size, same path
+    media: bool = False  # a media/CDN host: always gets the full adaptive throttling A/B
     source: str = ""  # "file:line" it came from
 
 
@@ -279,8 +280,10 @@ class Middlebox(Observation):
 
 @dataclass(frozen=True, kw_only=True)
 class ThrottleEstimate:
-    state: str  # throttled | degraded | clean | inconclusive | not_measured
-    method: str  # sni_swap | direct | baseline | none
+    # throttled | degraded | clean | bounded (no policing below excluded_below_bps seen, faster
+    # policers not ruled out) | inconclusive | not_measured
+    state: str
+    method: str  # sni_swap | direct | screen | baseline | none
     rate_bps: float | None = None
     control_rate_bps: float | None = None
     ratio: float | None = None  # target rate / control rate, 0..1 when slower
@@ -288,7 +291,10 @@ class ThrottleEstimate:
     confidence: float | None = None  # 0..1
     bytes_used: int = 0
     samples: int = 0
-    reason: str | None = None  # why throttling was not measured, when it was not
+    reason: str | None = None  # why throttling was not measured, or what was not tested
+    # did a target flow outlast any plausible policer burst (None: no flow ran)?
+    outlasted_burst: bool | None = None
+    excluded_below_bps: float | None = None  # policers below this rate would have been seen
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,7 +58,8 @@ class RunPlan:
     throughput: bool = True
     control_sni: str | None = None  # when the target names no control of its own
     max_addresses: int = 4
-    throughput_bytes: int = 1 << 20  # data budget per target, all throughput tests together
+    throughput_bytes: int = 48 << 20  # bytes per target for the full throttling A/B
+    data_budget: int = 256 << 20  # bytes per run for all throughput tests (screens included)
     history: RateHistory | None = None  # past control rates per domain (from the store)
     locate: bool = False  # locate the censor of blocked/throttled targets (needs raw sockets)
 
@@ -77,7 +78,8 @@ class _RunState:
         if self.throughput is None:
             from probe.throttling.plan import ThroughputTests
 
-            self.throughput = ThroughputTests(plan.helper_url, plan.throughput_bytes, plan.history)
+            self.throughput = ThroughputTests(plan.helper_url, plan.throughput_bytes, plan.history,
+                                              plan.data_budget)
         return self.throughput
 
 

@@ -213,3 +213,17 @@ def test_control_throughput_url_from_the_list_or_the_target(tmp_path):
     assert first.control_throughput_url == "https://www.example.com/big.bin"
     assert first.throughput_url == "https://pbs.twimg.com/a.jpg"
     assert second.control_throughput_url == "https://example.org/b.bin"
+
+
+def test_media_mark_is_a_yaml_boolean_per_target_or_per_file(tmp_path) -> None:
+    from probe.targets import formats
+    from probe.targets.errors import TargetFileError
+
+    path = tmp_path / "m.yaml"
+    path.write_text("media: true\ntargets:\n  - a.example.com\n"
+                    "  - {domain: b.example.com, media: false}\n")
+    assert [(t.domain, t.media) for t, _ in formats.read(path, None)] == [
+        ("a.example.com", True), ("b.example.com", False)]
+    path.write_text("targets:\n  - {domain: c.example.com, media: maybe}\n")
+    with pytest.raises(TargetFileError, match="not true or false"):
+        list(formats.read(path, None))

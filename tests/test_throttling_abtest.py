@@ -23,26 +23,35 @@ from probe.throttling import abtest
 POLICED = "abs.twimg.com"
 RATE = 140e3
 MSS = 1448
+# SNI -> (burst bytes at full speed, then bits/s): a policer with a bucket larger than the first
+# flows, and a shaper (no burst at all)
+PACED = {POLICED: (30_000, RATE), "video.twimg.com": (400_000, 2e6),
+         "ton.twimg.com": (0, 1e6)}
 
 
-async def _police(request: web.Request, total: int) -> web.StreamResponse:
+async def _police(request: web.Request, total: int, burst: int = 30_000,
+                  rate: float = RATE) -> web.StreamResponse:
     response = web.StreamResponse()
     response.content_length = total
     await response.prepare(request)
-    await response.write(b"p" * 30_000)
-    start, sent = time.monotonic(), 30_000
+    first = min(burst, total)
+    if first:
+        await response.write(b"p" * first)
+    start, sent = time.monotonic(), first
     while sent < total:
-        await response.write(b"p" * MSS)
-        sent += MSS
-        await asyncio.sleep(max(0.0, start + (sent - 30_000) * 8 / RATE - time.monotonic()))
+        chunk = min(MSS * max(1, int(rate / 2e6)), total - sent)
+        await response.write(b"p" * chunk)
+        sent += chunk
+        await asyncio.sleep(max(0.0, start + (sent - first) * 8 / rate - time.monotonic()))
     return response
 
 
 def make_app(names: dict[int, str]) -> web.Application:
     async def bulk(request: web.Request) -> web.StreamResponse:
         sslobj = request.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
-        if names.get(id(sslobj)) == POLICED:
-            return await _police(request, int(request.query.get("bytes", "1048576")))
+        paced = PACED.get(names.get(id(sslobj), ""))
+        if paced is not None:
+            return await _police(request, int(request.query.get("bytes", "1048576")), *paced)
         return await handle_bulk(request)
 
     async def slow_object(request: web.Request) -> web.StreamResponse:
@@ -94,28 +103,50 @@ async def test_sni_swap_finds_the_policed_sni_early(helper):
     assert time.monotonic() - started < 8.0
 
 
-async def test_sni_swap_clean_when_nothing_is_policed(helper):
+async def test_a_clean_sni_is_bounded_not_clean_when_no_flow_outlasts_a_burst(helper):
+    """Loopback flows finish at line rate: no flow outlasts a burst, so the estimate names the
+    policer rates it rules out instead of calling the SNI clean."""
     base, settings = helper
+    budget = abtest.Budget(total_bytes=6 << 20)
     targets, controls, est = await abtest.sni_swap(
-        f"{base}/bulk", "127.0.0.1", "twitter.example", None, settings, abtest.Budget()
-    )
-    assert est.state == "clean", est
+        f"{base}/bulk", "127.0.0.1", "twitter.example", None, settings, budget)
+    assert est.state == "bounded" and est.outlasted_burst is False, est
     assert {c.sni for c in controls} == {"helper.test"}  # the URL's host is the control
     assert all(r.failure is None for r in targets + controls)
+    sizes = [r.bytes_received for r in targets]
+    # x4 each pair while it is at most a quarter of what is left: 256 KiB, 1 MiB, and then
+    # 4 MiB would not fit; a smaller pair adds no reach, so the test ends
+    assert sizes == [256 << 10, 1 << 20] and est.bytes_used == 2 * sum(sizes)
+    # the last flow took a few ms: policers with a 2 s burst below ~4 Mbit/s are ruled out
+    assert 3.5e6 < est.excluded_below_bps <= 8 * (1 << 20) / 2.0
+    assert "no policing below" in est.reason and "data budget" in est.reason
+
+
+@pytest.mark.parametrize(("sni", "rate"), [("video.twimg.com", 2e6), ("ton.twimg.com", 1e6)])
+async def test_flows_grow_past_a_large_burst_and_a_shaper_is_found(helper, sni, rate):
+    """A bucket of 400 kB holds the first 256 KiB flow: the pairs grow until a flow outlasts it;
+    a shaper (no burst) is outlasted at once. The rate is the one after the knee."""
+    base, settings = helper
+    targets, _, est = await abtest.sni_swap(
+        f"{base}/bulk", "127.0.0.1", sni, "www.example.org", settings)
+    assert est.state == "throttled" and est.outlasted_burst, est
+    assert est.rate_bps == pytest.approx(rate, rel=0.25)
+    grew = sni == "video.twimg.com"
+    assert (targets[0].bytes_received == 256 << 10) is grew  # the first flow fit in the burst
 
 
 async def test_each_sni_swap_flow_asks_for_what_it_reads(helper):
     """The bulk endpoint is asked for each flow's size: the flow reads to the end of the body
-    (no reset), and the last flows shrink to what is left of the budget."""
+    (no reset), and a pair never starts that the budget cannot finish."""
     base, settings = helper
-    budget = abtest.Budget(total_bytes=300_000, max_pairs=4)
+    budget = abtest.Budget(total_bytes=3_000_000)
     targets, controls, _ = await abtest.sni_swap(
         f"{base}/bulk?bytes=999999", "127.0.0.1", "twitter.example", None, settings, budget)
     flows = [*targets, *controls]
     assert all(r.failure is None for r in flows)
     asked = [int(r.url.rsplit("bytes=", 1)[1]) for r in flows]
     assert [r.bytes_received for r in flows] == asked
-    assert asked[0] == budget.flow_bytes and sum(asked) <= budget.total_bytes
+    assert asked[0] == budget.first_bytes and sum(asked) <= budget.total_bytes
 
 
 async def test_helper_down_stops_after_one_pair(unused_tcp_port):
@@ -138,6 +169,9 @@ async def test_direct_compares_objects(helper):
     assert est.state == "throttled", est
 
 
-def test_budget_splits_bytes_over_pairs():
-    assert abtest.Budget().flow_bytes == 128 << 10
-    assert abtest.Budget(total_bytes=100).flow_bytes == 16 << 10
+def test_budget_grows_pairs_within_what_is_left():
+    budget = abtest.Budget()
+    assert budget.flow(0, 1 << 30, 60.0) == (256 << 10, 2.0)
+    assert budget.flow(2, 1 << 30, 60.0) == (4 << 20, 4.5)
+    assert budget.flow(3, 10 << 20, 60.0) == (10 << 18, 5.0)  # a quarter of what is left
+    assert budget.flow(0, 1 << 30, 1.0) == (256 << 10, 0.5)

@@ -180,3 +180,43 @@ def test_slower_target_never_looks_less_throttled(targets, controls, halvings, e
         assert after.ratio <= before.ratio
         assert after.p_value <= before.p_value
         assert after.confidence >= before.confidence
+
+
+def _run(samples, failure=None):
+    return ThroughputResult(t0=0.0, elapsed=1.0, url="https://x/", failure=failure,
+                            samples=tuple(samples), bytes_received=samples[-1][1] if samples else 0,
+                            goodput_bps=goodput(tuple(samples)),
+                            steady_bps=goodput(steady_samples(tuple(samples))))
+
+
+def test_a_flow_outlasts_a_burst_by_a_knee_and_a_second_past_it_or_by_its_time_limit():
+    burst_then_rate = [(0.0, 0), (0.05, 100_000)] + [(0.05 + i / 10, 100_000 + 1750 * i)
+                                                      for i in range(1, 16)]
+    assert decide.outlasted(_run(burst_then_rate), 1 << 20)
+    short = burst_then_rate[:6]  # 0.5 s past the knee
+    assert not decide.outlasted(_run(short), 1 << 20)
+    fast = [(0.0, 0), (0.01, 1 << 20)]  # all of it at line rate: fits in any burst
+    assert not decide.outlasted(_run(fast), 1 << 20)
+    slow = [(i / 10, 10_000 * i) for i in range(13)]  # cut by time after 1.2 s, no knee
+    assert decide.outlasted(_run(slow), 1 << 20)
+    assert not decide.outlasted(_run([], failure="connection_reset"), 1 << 20)
+
+
+def test_conclude_without_an_outlasting_pair_is_bounded_never_clean():
+    fast = _run([(0.0, 0), (0.01, 1 << 20)])
+    estimate = decide.conclude([fast], [fast], 0, "sni_swap", "the data budget ended")
+    assert (estimate.state, estimate.outlasted_burst) == ("bounded", False)
+    assert estimate.excluded_below_bps == pytest.approx(8 * (1 << 20) / 2.01)
+    assert estimate.reason.startswith("no policing below 4.2 Mbit/s seen")
+    assert "the data budget ended" in estimate.reason
+
+
+def test_one_outlasting_pair_is_not_enough_for_throttled():
+    policed = _run([(0.0, 0), (0.05, 100_000)] + [(0.05 + i / 10, 100_000 + 1750 * i)
+                                                   for i in range(1, 31)])
+    control = _run([(0.0, 0), *((i / 1000, 100_000 * i) for i in range(1, 11))])
+    one = decide.conclude([policed], [control], 1, "sni_swap", "the data budget ended")
+    assert one.state == "inconclusive" and "only 1 pair" in one.reason
+    two = decide.conclude([policed] * 2, [control] * 2, 2, "sni_swap", "")
+    assert two.state == "throttled" and two.outlasted_burst
+    assert two.rate_bps == pytest.approx(140e3, rel=0.01)

@@ -39,6 +39,9 @@ class RunNotes:
     inconclusive_count: int = 0
     not_measured: int = 0
     not_measured_reason: str | None = None
+    throttle_methods: dict[str, int] = field(default_factory=dict)  # screen/sni_swap/direct
+    bounded: int = 0  # no flow outlasted a burst: only slow policers were ruled out
+    bounded_below: float | None = None  # the weakest of those bounds
 
     def add(self, m: TargetMeasurement) -> None:
         v = m.verdict
@@ -48,9 +51,16 @@ class RunNotes:
             self.inconclusive_count += 1
             if len(self.inconclusive) < 10:
                 self.inconclusive.append(m.target.domain)
-        if v.throttling is not None and v.throttling.state == "not_measured":
+        t = v.throttling
+        if t is not None and t.state == "not_measured":
             self.not_measured += 1
-            self.not_measured_reason = v.throttling.reason
+            self.not_measured_reason = t.reason
+        elif t is not None:
+            self.throttle_methods[t.method] = self.throttle_methods.get(t.method, 0) + 1
+        if t is not None and t.state == "bounded" and t.excluded_below_bps is not None:
+            self.bounded += 1
+            self.bounded_below = min(self.bounded_below or t.excluded_below_bps,
+                                     t.excluded_below_bps)
 
     def lines(self, health: Health | None) -> list[str]:
         """Verdicts that could not use a control, and throttling that was not measured."""
@@ -60,8 +70,17 @@ class RunNotes:
             more = " ..." if self.inconclusive_count > len(self.inconclusive) else ""
             lines.append(f"probe: {self.inconclusive_count} verdicts could not use a control: "
                          f"{', '.join(sorted(self.inconclusive))}{more}")  # not completion order
+        if self.throttle_methods:
+            tested = ", ".join(f"{n} by {m}" for m, n in sorted(self.throttle_methods.items()))
+            lines.append(f"probe: throttling tested: {tested}")
+        if self.bounded:
+            lines.append(f"probe: for {self.bounded} targets no flow outlasted a policer's burst: "
+                         f"policing only ruled out below {self.bounded_below / 1e6:.2g} Mbit/s "
+                         "for some (`media: true` in the list gives a host the full A/B)")
         if self.not_measured:
+            fix = ("a larger --data-budget measures them" if "budget" in
+                   (self.not_measured_reason or "") else
+                   f"a helper with a bulk endpoint measures it: see {HELPER_DOCS}")
             lines.append(f"probe: throttling was not measured for {self.not_measured} targets "
-                         f"({self.not_measured_reason}); a helper with a bulk endpoint measures "
-                         f"it: see {HELPER_DOCS}")
+                         f"({self.not_measured_reason}); {fix}")
         return lines

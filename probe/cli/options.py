@@ -39,7 +39,8 @@ class MeasurementOptions:
     timeout: float = 10.0
     no_throughput: bool = False
     no_locate: bool = False
-    throughput_bytes: int = 1 << 20
+    throughput_bytes: int = 48 << 20
+    data_budget: int = 256 << 20
     vantage: str = "unnamed"
     probe_asn: str = "AS0"
     probe_cc: str = "ZZ"
@@ -61,6 +62,7 @@ class MeasurementOptions:
             helper_token=self.helper_token,
             th_urls=controls.th_urls,
             throughput_bytes=self.throughput_bytes,
+            data_budget=self.data_budget,
             concurrency=concurrency,
             throughput=not self.no_throughput,
             locate=not self.no_locate,
@@ -157,8 +159,12 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--no-throughput", is_flag=True, help="Skip throughput (throttling) tests."),
     click.option("--no-locate", is_flag=True, help="Do not locate the censor of blocked or "
                  "throttled targets (TTL-limited probes; done only with raw-socket rights)."),
-    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=1 << 20,
-                 show_default=True, help="Data budget per target for all throughput tests."),
+    click.option("--throughput-bytes", type=click.IntRange(64 << 10, 1 << 30), default=48 << 20,
+                 show_default=True, help="Bytes per target for the full throttling A/B (suspects "
+                 "and media hosts; every other target gets a 64 KiB screen)."),
+    click.option("--data-budget", type=click.IntRange(1 << 20, 1 << 40), default=256 << 20,
+                 show_default=True, help="Bytes per run for all throughput tests together; "
+                 "targets past it are reported as not measured."),
     click.option("--vantage", default="unnamed", show_default=True,
                  help="Name of this vantage point."),
     click.option("--probe-asn", default="AS0", callback=_check_asn, show_default=True),

@@ -76,7 +76,8 @@ def _tls(plan: Plan, rule: dict[str, Any], mark: int) -> None:
                                   "-j", "DROP"))
     elif action == "throttle":  # policing: one bucket per flow and direction, excess dropped
         rate = int(rule.get("rate_bps", 140_000)) // 8
-        burst = max(int(rule.get("burst_bytes", 0)), rate)
+        # hashlimit wants a burst of at least one second at the rate (which it rounds up)
+        burst = max(int(rule.get("burst_bytes", 0)), rate + rate // 100 + 64)
         plan.commands.append(_ipt(*flow, "-m", "hashlimit", "--hashlimit-above", f"{rate}b/s",
                                   "--hashlimit-burst", f"{burst}b", "--hashlimit-mode",
                                   "srcip,srcport,dstip,dstport", "--hashlimit-name",

@@ -13,9 +13,14 @@ mean 100 ms, min 10 ms, max 300 ms (about 50 samples in 5 s).
 Rates are counted from the first response byte, so the RTT of the request is excluded; the
 steady part and the rate arithmetic are in probe.throttling.rates.
 
-Granularity: bytes are counted when TLS records are decrypted, up to 16 KiB at a time, so at
-140 kbit/s a record lands about every 0.9 s and most 100 ms intervals read 0 bytes; the steady
-rate over the whole window is accurate, short-interval rates are not (see probe.throttling.decide).
+Granularity: the body is decrypted a TLS record (up to 16 KiB) at a time, so at 64 kbit/s a
+record lands only every 2 s. Samples therefore read the kernel's count of bytes received on the
+connection (TCP_INFO `tcpi_bytes_received`, Linux >= 4.1) since the response header, capped at
+what the flow may read: a policed flow's rate is seen packet by packet. Where TCP_INFO is missing
+the decrypted count is used (see probe.throttling.decide for what that does at low rates).
+
+Long flows (the adaptive A/B grows them to tens of seconds) sample less often: the mean interval
+is `max_seconds / TARGET_SAMPLES`, never below 100 ms, so a flow keeps at most ~MAX_SAMPLES points.
 
 Speed: reads go through an asyncio BufferedProtocol into one reused 256 KiB buffer; per read
 the only Python work is an addition and a comparison, which keeps us accurate to 1 Gbit/s.
@@ -32,21 +37,22 @@ from urllib.parse import urlsplit
 
 from probe import failures
 from probe.measure.classify import NETWORK_ERRORS, failure_and_cause
+from probe.measure.sampling import (
+    SAMPLE_MAX_S,  # noqa: F401 - re-exported: the flow's sampling bounds
+    SAMPLE_MEAN_S,
+    SAMPLE_MIN_S,
+    sample_delay,
+    sample_mean,
+    thinned,
+    wire_bytes,
+)
 from probe.measure.tlsctx import client_context
 from probe.model import Settings, ThroughputRequest, ThroughputResult
-from probe.throttling.rates import Samples, goodput, steady_samples
+from probe.throttling.rates import Samples, goodput, steady_rate
 
-SAMPLE_MEAN_S = 0.100
-SAMPLE_MIN_S = 0.010
-SAMPLE_MAX_S = 0.300
 READ_BUFFER = 256 * 1024
 HEADER_LIMIT = 64 * 1024
 HEADER_READ = 4096
-
-
-def sample_delay(rng: random.Random) -> float:
-    """One memoryless sampling interval, clipped like ndt7/dd-007."""
-    return min(SAMPLE_MAX_S, max(SAMPLE_MIN_S, rng.expovariate(1.0 / SAMPLE_MEAN_S)))
 
 
 # --- the flow ---------------------------------------------------------------------------------
@@ -69,6 +75,8 @@ class _Flow(asyncio.BufferedProtocol):
         self.first_byte: float | None = None
         self.first_body = 0  # body bytes that came with the header
         self.end = 0.0
+        self.sock: socket.socket | None = None  # for TCP_INFO
+        self.wire_at_header: int | None = None  # wire bytes when the header was complete
         self.done: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -105,6 +113,7 @@ class _Flow(asyncio.BufferedProtocol):
             return
         self.header_done = True
         self.body = self.first_body = len(self.header) - end - 4
+        self.wire_at_header = wire_bytes(self.sock)
         head = bytes(self.header[:end]).decode("latin-1").split("\r\n")
         del self.header[:]
         try:
@@ -125,6 +134,14 @@ class _Flow(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.finish(exc if exc is not None else self._short())
+
+    def counted(self) -> int:
+        """Body bytes as the wire sees them: the decrypted count, or more when TCP_INFO shows
+        bytes of a record still in flight (never past the flow's limit)."""
+        wire = wire_bytes(self.sock) if self.wire_at_header is not None else None
+        if wire is None or self.wire_at_header is None:
+            return self.body
+        return max(self.body, min(self.limit, self.first_body + wire - self.wire_at_header))
 
     def _short(self) -> BaseException | None:
         """The error of a body that ended early: before the header, or short of Content-Length."""
@@ -183,6 +200,7 @@ async def _open(
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
+    flow.sock = sock
     try:
         await _phase(loop.sock_connect(sock, (address, port)), settings.timeout, failures.CONNECT)
         sni = request.sni or host
@@ -209,7 +227,7 @@ def _request_bytes(request: ThroughputRequest, settings: Settings) -> bytes:
 
 
 async def _sample(
-    flow: _Flow, deadline: float, idle: float, rng: random.Random
+    flow: _Flow, deadline: float, idle: float, rng: random.Random, mean: float = SAMPLE_MEAN_S
 ) -> tuple[list[tuple[float, int]], str | None]:
     """Cumulative bytes at memoryless times until the flow ends, the deadline, or a stall.
 
@@ -218,14 +236,16 @@ async def _sample(
     last_change, last_body = time.monotonic(), -1
     while True:
         now = time.monotonic()
-        await asyncio.wait([flow.done], timeout=max(0.0, min(sample_delay(rng), deadline - now)))
+        delay = min(sample_delay(rng, mean), deadline - now)
+        await asyncio.wait([flow.done], timeout=max(0.0, delay))
         now = time.monotonic()
         if flow.done.done():
             return samples, None
+        counted = flow.counted()
         if flow.header_done and flow.first_byte is not None:
-            samples.append((now - flow.first_byte, flow.body))
-        if flow.body != last_body:
-            last_change, last_body = now, flow.body
+            samples.append((now - flow.first_byte, counted))
+        if counted != last_body:
+            last_change, last_body = now, counted
         if now >= deadline:
             return samples, None if flow.header_done else failures.TIMEOUT
         if now - last_change > idle:
@@ -237,9 +257,10 @@ def _series(flow: _Flow, timed: list[tuple[float, int]], end: float) -> Samples:
     SAMPLE_MIN_S/2 of the end is dropped so that no interval is absurdly short."""
     if flow.first_byte is None or not flow.header_done:
         return ()
-    last = (max(0.0, end - flow.first_byte), flow.body)
-    body = [s for s in timed if s[0] < last[0] - SAMPLE_MIN_S / 2]
-    return ((0.0, flow.first_body), *body, last)
+    body = [s for s in timed if s[0] < max(0.0, end - flow.first_byte) - SAMPLE_MIN_S / 2]
+    # the wire count may have run ahead of the decrypted end of a cut-off flow: keep it monotone
+    last = (max(0.0, end - flow.first_byte), max([flow.body, *(b for _, b in body)]))
+    return thinned(((0.0, flow.first_body), *body, last))
 
 
 def _outcome(flow: _Flow, stalled: str | None) -> tuple[str | None, str | None, str | None]:
@@ -269,7 +290,8 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         transport, address = await _open(request, settings, flow)
         transport.write(_request_bytes(request, settings))
         deadline = time.monotonic() + request.max_seconds
-        timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random())
+        timed, stalled = await _sample(flow, deadline, settings.timeout, random.Random(),
+                                       sample_mean(request.max_seconds))
         end = flow.end if flow.done.done() else time.monotonic()
         samples = _series(flow, timed, end)
         failure, operation, cause = _outcome(flow, stalled)
@@ -278,7 +300,6 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
     finally:
         if transport is not None:
             transport.abort()  # no close_notify dance: the flow is over
-    steady = steady_samples(samples)
     return ThroughputResult(
         t0=t0,
         elapsed=time.monotonic() - start,
@@ -289,7 +310,8 @@ async def measure(request: ThroughputRequest, settings: Settings) -> ThroughputR
         address=address,
         sni=request.sni or urlsplit(request.url).hostname,
         samples=samples,
-        bytes_received=flow.body if flow.header_done else 0,
+        # what arrived, decrypted or not yet (a record in flight at the end is still traffic)
+        bytes_received=max(flow.body, samples[-1][1]) if flow.header_done and samples else 0,
         goodput_bps=goodput(samples),
-        steady_bps=goodput(steady),
+        steady_bps=steady_rate(samples),
     )

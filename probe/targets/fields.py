@@ -83,6 +83,17 @@ def parse_category(text: str) -> str:
     return category
 
 
+_BOOLEANS = {"true": True, "yes": True, "false": False, "no": False}
+
+
+def parse_flag(text: str) -> bool:
+    """A YAML boolean (true/false, yes/no); `media: true` marks a media/CDN host."""
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not true or false") from None
+
+
 def make_target(domain: str, url: str | None = None, control: str | None = None,
                 source: str = "command line") -> Target:
     """One target from loose values (e.g. `probe check`); ValueError names the bad field."""
@@ -123,5 +134,6 @@ def build(fields: dict[str, str], source: str) -> Target:
         throughput_url=_check("throughput_url", https_url, throughput) if throughput else None,
         control_throughput_url=_check("control_throughput_url", https_url, control_throughput)
         if control_throughput else None,
+        media=_check("media", parse_flag, fields["media"]) if "media" in fields else False,
         source=source,
     )

@@ -18,9 +18,10 @@ from probe.targets.errors import OnSkip, RowError, TargetFileError
 from probe.targets.fields import FieldError, build, parse_category, url_and_domain
 
 CSV_HEADER = ["url", "category_code", "category_description", "date_added", "source", "notes"]
-TOP_KEYS = frozenset({"category", "control", "control_throughput_url", "description", "targets"})
+TOP_KEYS = frozenset({"category", "control", "control_throughput_url", "description", "media",
+                      "targets"})
 TARGET_KEYS = frozenset({"domain", "url", "category", "control", "throughput_url",
-                         "control_throughput_url"})
+                         "control_throughput_url", "media"})
 
 
 def read(path: Path, on_skip: OnSkip | None) -> Iterator[tuple[Target, int]]:
@@ -68,7 +69,7 @@ def _from_yaml(path: Path) -> Iterator[tuple[Target, int]]:
             if node is None:
                 ys.skip_rest(loader)
             elif key != "description":
-                defaults[key], default_lines[key] = ys.scalar(node, key), ys.line_of(node)
+                defaults[key], default_lines[key] = _value(node, key), ys.line_of(node)
     with _yaml(path) as loader:
         for key, _node in ys.top_level(loader, TOP_KEYS, "targets"):
             while key == "targets" and not loader.check_event(yaml.SequenceEndEvent):
@@ -96,6 +97,13 @@ def _yaml(path: Path) -> Iterator[yaml.CSafeLoader]:
             loader.dispose()
 
 
+def _value(node: yaml.Node, key: str) -> str:
+    """A field's text; `media` is a YAML boolean (checked by fields.parse_flag)."""
+    if key == "media" and isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
+        return node.value
+    return ys.scalar(node, key)
+
+
 def _target(path: Path, node: yaml.Node, defaults: dict[str, str],
             default_lines: dict[str, int]) -> Target:
     line = ys.line_of(node)
@@ -105,7 +113,7 @@ def _target(path: Path, node: yaml.Node, defaults: dict[str, str],
         nodes = ys.mapping(node, TARGET_KEYS)
         if "domain" not in nodes:
             raise TargetFileError(path, line, "missing key 'domain'")
-        fields = {k: ys.scalar(v, k) for k, v in nodes.items()}
+        fields = {k: _value(v, k) for k, v in nodes.items()}
         lines = {k: ys.line_of(v) for k, v in nodes.items()}
     merged, lines = {**defaults, **fields}, {**default_lines, **lines}
     try:

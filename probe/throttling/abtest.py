@@ -6,8 +6,12 @@ differs, so a rate difference is the SNI's doing. `direct` compares a real objec
 with a control object of similar size over the same path (weaker: the servers differ too).
 
 Flows alternate A B A B so that a change of the path over time hits both sides alike; each flow
-is a new connection (policers keep per-flow state). After every pair `decide.decide_early`
-may end the test; the per-target budget (bytes and seconds) ends it in any case.
+is a new connection (policers keep per-flow state). The pairs grow (bytes x GROWTH, time x 1.5,
+like a capacity test) until a target flow outlasts any plausible policer burst
+(`decide.outlasted`); from then on the pairs keep that size and are judged, early stopping
+after each (`decide.decide_early`). The per-target budget (bytes and seconds) ends it in any
+case; if no target flow outlasted a burst by then, the estimate is "bounded" and says which
+policer rates were ruled out (`decide.conclude`).
 """
 
 from __future__ import annotations
@@ -23,22 +27,30 @@ from probe.model import Settings, ThrottleEstimate, ThroughputRequest, Throughpu
 from probe.throttling import decide
 
 Runs = tuple[ThroughputResult, ...]
+JUDGED_MIN_SECONDS = 4.0  # the judged flows' time limit, at least (64 kbit/s: ~22 packets)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Per target. Defaults: a 140 kbit/s policer against a fast control is decided after three
-    pairs, in ~4.5 s of target flows and < 1 MiB (target flows stop at `flow_seconds`)."""
+    """Per target. The first pair reads 256 KiB in at most 2 s a flow; each pair that no target
+    flow outlasted a burst in is GROWTH times larger (x1.5 in time), but never more than a
+    quarter of what is left, so that a pair of the same size can follow it. Once a target flow
+    outlasted a burst, the judged pairs keep its size. Defaults: a 10 Mbit/s policer whose
+    bucket passes 4 MB (hashlimit in the lab) is outlasted by the fourth pair, inside 48 MiB."""
 
-    total_bytes: int = 1 << 20
-    total_seconds: float = 15.0
-    flow_seconds: float = 1.5
-    max_pairs: int = 4
+    total_bytes: int = 48 << 20
+    total_seconds: float = 45.0
+    first_bytes: int = 256 << 10
+    first_seconds: float = 2.0
+    max_flow_seconds: float = 5.0
+    max_pairs: int = 8
+    growth: int = 4
 
-    @property
-    def flow_bytes(self) -> int:
-        # every pair may run to completion within the byte budget
-        return max(16 << 10, self.total_bytes // (2 * self.max_pairs))
+    def flow(self, step: int, left_bytes: int, left_seconds: float) -> tuple[int, float]:
+        """(bytes, seconds) of each flow of growing pair `step`."""
+        size = min(self.first_bytes * self.growth ** step, left_bytes // 4)
+        seconds = min(self.first_seconds * 1.5 ** step, self.max_flow_seconds)
+        return size, min(seconds, left_seconds / 2)
 
 
 def _budget(budget: Budget | int) -> Budget:
@@ -56,22 +68,56 @@ def sized(url: str, size: int) -> str:
     return str(URL(url).update_query(bytes=size))
 
 
-async def _flow(request: ThroughputRequest, settings: Settings, budget: Budget,
-                used: int, started: float, sized_bulk: bool) -> ThroughputResult | None:
-    """One flow within what is left of the budget, None when nothing is left."""
-    left_bytes = budget.total_bytes - used
-    left_time = budget.total_seconds - (time.monotonic() - started)
-    if left_bytes <= 0 or left_time <= 0.1:
-        return None
-    size = min(budget.flow_bytes, left_bytes)
+async def flow(request: ThroughputRequest, settings: Settings, size: int, seconds: float,
+               sized_bulk: bool) -> ThroughputResult:
+    """One flow of `size` bytes and `seconds` at most."""
     limited = ThroughputRequest(
         url=sized(request.url, size) if sized_bulk else request.url,
         address=request.address,
         sni=request.sni,
         max_bytes=size,
-        max_seconds=min(budget.flow_seconds, left_time),
+        max_seconds=seconds,
     )
     return await throughput.measure(limited, settings)
+
+
+@dataclass
+class _Pairs:
+    """The flows so far and how many of the last pairs outlasted a burst (judged)."""
+
+    targets: list[ThroughputResult]
+    controls: list[ThroughputResult]
+    judged: int = 0
+    step: int = 0
+    used: int = 0
+    ended: str = "the data budget ended"
+    kept: tuple[int, float] | None = None  # the (bytes, seconds) of the judged pairs
+
+    def next(self, plan: Budget, started: float) -> tuple[int, float] | None:
+        """The next pair's flow size and time, None when the budget cannot pay for it."""
+        left_bytes = plan.total_bytes - self.used
+        left_time = plan.total_seconds - (time.monotonic() - started)
+        size, seconds = self.kept or plan.flow(self.step, left_bytes, left_time)
+        smaller = not self.kept and self.targets and size < self.targets[-1].bytes_received
+        if size < 16 << 10 or 2 * size > left_bytes or smaller:  # a smaller pair adds no reach
+            self.ended = "the data budget ended"
+        elif seconds < 0.2 or 2 * seconds > left_time + 1e-9:
+            self.ended = "the time budget ended"
+        else:
+            return size, seconds
+        return None
+
+    def add(self, target: ThroughputResult, control: ThroughputResult,
+            size: int, seconds: float) -> None:
+        self.targets.append(target)
+        self.controls.append(control)
+        self.used += target.bytes_received + control.bytes_received
+        if self.judged or decide.outlasted(target, size):
+            self.judged += 1  # this size stays: the pairs from here on are judged
+            # ... and runs long enough that a slow rate is many packets, not a few lumps
+            self.kept = self.kept or (size, max(seconds, JUDGED_MIN_SECONDS))
+        else:
+            self.step += 1
 
 
 async def interleave(
@@ -83,28 +129,34 @@ async def interleave(
     expected_bps: float | None = None,
     sized_bulk: bool = False,
 ) -> tuple[Runs, Runs, ThrottleEstimate]:
-    """A B A B ... until decided, out of budget, or a side gets nothing at all. `sized_bulk`:
-    the URLs are a bulk endpoint that takes the size of each flow (`?bytes=`)."""
+    """A B A B ... growing until a target flow outlasts a burst, then until decided, out of
+    budget, or a side gets nothing at all. `sized_bulk`: the URLs are a bulk endpoint that takes
+    the size of each flow (`?bytes=`)."""
     plan = _budget(budget)
-    started, used = time.monotonic(), 0
-    targets: list[ThroughputResult] = []
-    controls: list[ThroughputResult] = []
+    started = time.monotonic()
+    pairs = _Pairs([], [])
     for _ in range(plan.max_pairs):
-        pair = []
-        for request, runs in ((target, targets), (control, controls)):
-            run = await _flow(request, settings, plan, used, started, sized_bulk)
-            if run is None:
-                break
-            runs.append(run)
-            pair.append(run)
-            used += run.bytes_received
-        if len(pair) < 2 or any(_dead(run) for run in pair):
+        sizing = pairs.next(plan, started)
+        if sizing is None:
             break
-        early = decide.decide_early(targets, controls, method, expected_bps=expected_bps)
-        if early is not None:
-            return tuple(targets), tuple(controls), early
-    estimate = decide.assess(targets, controls, method, expected_bps=expected_bps)
-    return tuple(targets), tuple(controls), estimate
+        a = await flow(target, settings, *sizing, sized_bulk)
+        b = await flow(control, settings, *sizing, sized_bulk)
+        pairs.add(a, b, *sizing)
+        if _dead(a) or _dead(b):  # nothing to compare: the old verdict, inconclusive
+            return (tuple(pairs.targets), tuple(pairs.controls),
+                    decide.assess(pairs.targets, pairs.controls, method))
+        if pairs.judged:
+            early = decide.decide_early(pairs.targets[-pairs.judged:],
+                                        pairs.controls[-pairs.judged:], method,
+                                        expected_bps=expected_bps)
+            if early is not None and (early.state != "throttled"
+                                      or pairs.judged >= decide.MIN_PAIRS_THROTTLED):
+                break
+    else:
+        pairs.ended = "the pairs ran out"
+    estimate = decide.conclude(pairs.targets, pairs.controls, pairs.judged, method,
+                               pairs.ended, expected_bps=expected_bps)
+    return tuple(pairs.targets), tuple(pairs.controls), estimate
 
 
 async def sni_swap(

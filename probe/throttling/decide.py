@@ -38,6 +38,14 @@ time. What we compare, and why:
   false positives, so an early "throttled" needs p < EARLY_ALPHA (0.01), and an early "clean"
   needs p >= ALPHA.
 
+Reach (`outlasted`, `conclude`): a flow that fits in a policer's burst tells nothing about that
+policer, so the adaptive A/B (probe.throttling.abtest) grows its flows until a target flow
+outlasts any plausible burst: it bends at a knee and runs MIN_STEADY_S beyond it, or it runs
+MIN_STEADY_S and is cut by its time limit (slow from the start: shaping, or a slow link). Only
+such pairs are judged; "throttled" needs MIN_PAIRS_THROTTLED of them. When no target flow
+outlasted a burst, the estimate is "bounded": the rate below which policing would have been
+seen (probe.throttling.rates.excluded_below), never "clean".
+
 `confidence` is the strength of the evidence that the target is slowed (0 none .. 1 certain),
 whatever the state: (1 - p) x effect x shape, where effect grows linearly from 0 at ratio 1 to 1
 at ratio RATIO_THROTTLED.
@@ -47,12 +55,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from statistics import median
 
 import numpy as np
 from scipy.stats import norm
 
 from probe.model import ThrottleEstimate, ThroughputResult
+from probe.throttling import rates
 from probe.throttling.rates import interval_rates
 
 ALPHA = 0.05
@@ -68,8 +78,10 @@ UNEVEN_DISCOUNT = 0.8
 MIN_TARGET_INTERVALS = 3  # a fast flow may give only one interval: three flows suffice
 MIN_CONTROL_INTERVALS = 2
 MIN_PAIRS_EARLY = 2
+MIN_STEADY_S = 1.0  # a flow must run this long past its knee (or its start) to count
+MIN_PAIRS_THROTTLED = 2
 
-STATES = ("clean", "inconclusive", "degraded", "throttled")
+STATES = ("clean", "bounded", "inconclusive", "degraded", "throttled")
 
 
 def mann_whitney_less(target: Sequence[float], control: Sequence[float]) -> tuple[float, float]:
@@ -179,3 +191,52 @@ def decide_early(
         return strict
     loose = assess(target_runs, control_runs, method, expected_bps=expected_bps)
     return loose if loose.state in ("clean", "degraded") else None
+
+
+def outlasted(run: ThroughputResult, max_bytes: int) -> bool:
+    """Did this flow run past any plausible burst (see the module doc)? `max_bytes`: what the
+    flow was allowed to read (a flow that got all of it in time was not held back)."""
+    if run.failure is not None and run.bytes_received == 0:
+        return False
+    if rates.steady_seconds(run.samples) >= MIN_STEADY_S:
+        return True
+    lasted = run.samples[-1][0] if run.samples else 0.0
+    return run.bytes_received < max_bytes and lasted >= MIN_STEADY_S
+
+
+def megabits(bps: float) -> str:
+    return f"{bps / 1e6:.2g} Mbit/s" if bps >= 1e6 else f"{bps / 1e3:.0f} kbit/s"
+
+
+def bounded(target_runs: Sequence[ThroughputResult], control_runs: Sequence[ThroughputResult],
+            method: str, why: str) -> ThrottleEstimate:
+    """No target flow outlasted a burst: say which policers were ruled out, and why no more."""
+    below = max((rates.excluded_below(r.samples) for r in target_runs), default=0.0)
+    flows = [r.steady_bps for r in target_runs if r.steady_bps is not None]
+    controls = [r.steady_bps for r in control_runs if r.steady_bps is not None]
+    return ThrottleEstimate(
+        state="bounded", method=method, rate_bps=median(flows) if flows else None,
+        control_rate_bps=median(controls) if controls else None,
+        bytes_used=sum(r.bytes_received for r in (*target_runs, *control_runs)),
+        samples=sum(len(r.samples) for r in (*target_runs, *control_runs)),
+        outlasted_burst=False, excluded_below_bps=below,
+        reason=f"no policing below {megabits(below)} seen (bursts up to "
+               f"{rates.PLAUSIBLE_BURST_S:g} s at the rate); {why}",
+    )
+
+
+def conclude(target_runs: Sequence[ThroughputResult], control_runs: Sequence[ThroughputResult],
+             judged: int, method: str, why: str, *,
+             expected_bps: float | None = None) -> ThrottleEstimate:
+    """The estimate of an adaptive A/B: the last `judged` pairs outlasted a burst (0: none did,
+    `why` says what ended the test first)."""
+    if judged == 0:
+        return bounded(target_runs, control_runs, method, why)
+    targets, controls = target_runs[-judged:], control_runs[-judged:]
+    estimate = assess(targets, controls, method, expected_bps=expected_bps)
+    used = sum(r.bytes_received for r in (*target_runs, *control_runs))
+    note = None
+    if estimate.state == "throttled" and judged < MIN_PAIRS_THROTTLED:
+        note = f"only {judged} pair outlasted a burst before {why}"
+        estimate = replace(estimate, state="inconclusive")
+    return replace(estimate, bytes_used=used, outlasted_burst=True, reason=note)

@@ -1,15 +1,26 @@
 """Rates from a flow's samples: pure arithmetic shared by the flow (its summary) and the decision.
 
 Samples are (seconds since the first response byte, cumulative body bytes). A policer lets its
-bucket's burst through, then converges to a flat rate, so the steady rate skips the first
-`STEADY_SKIP_S` (1 s) of the transfer, or the first `STEADY_SKIP_FRACTION` (30 %) of a transfer
-shorter than ~3.3 s.
+bucket's burst through at line rate, then holds the flow to its rate: the cumulative curve bends
+once, from steep to flat. `knee` finds that bend (the best two-segment fit of the curve whose
+second slope is at most KNEE_RATIO of the first); the steady part is what follows it. Without a
+knee the steady part skips the first `STEADY_SKIP_S` (1 s), or the first
+`STEADY_SKIP_FRACTION` (30 %) of a transfer shorter than ~3.3 s.
+
+`excluded_below` is the honest bound of a flow that never bent: a policer of rate R and a burst
+of `burst_s` seconds at R lets at most R x (burst_s + D) bytes through in D seconds, so a flow
+that moved S bytes in D seconds without bending rules out every such policer slower than
+8 S / (burst_s + D) bit/s, and none faster.
 """
 
 from __future__ import annotations
 
 STEADY_SKIP_S = 1.0
 STEADY_SKIP_FRACTION = 0.3
+KNEE_RATIO = 0.25  # the rate after a knee is at most this fraction of the rate before it
+# (a burst passes at line rate, many times the policed rate; a lumpy slow flow bends less)
+KNEE_MIN_SAMPLES = 3  # samples after the knee (the knee itself included)
+PLAUSIBLE_BURST_S = 2.0  # the largest policer burst we claim to see through, at its own rate
 
 Samples = tuple[tuple[float, int], ...]
 
@@ -22,13 +33,75 @@ def goodput(samples: Samples) -> float | None:
     return 8.0 * (b1 - b0) / (t1 - t0)
 
 
+def _chord_error(samples: Samples, first: int, last: int) -> float:
+    """Squared byte error of the straight line from samples[first] to samples[last]."""
+    (t0, b0), (t1, b1) = samples[first], samples[last]
+    if t1 <= t0:
+        return 0.0
+    slope = (b1 - b0) / (t1 - t0)
+    return sum((b - b0 - slope * (t - t0)) ** 2 for t, b in samples[first + 1:last])
+
+
+def knee(samples: Samples) -> int | None:
+    """The index of the sample where a fast start turns into a rate at most KNEE_RATIO of it,
+    None when the flow never bends that way (see the module doc)."""
+    n = len(samples)
+    if n < KNEE_MIN_SAMPLES + 1:
+        return None
+    best, best_error = None, float("inf")
+    for i in range(1, n - KNEE_MIN_SAMPLES + 1):
+        before, after = goodput(samples[: i + 1]), goodput(samples[i:])
+        if not before or not after or after > KNEE_RATIO * before:  # a stall is no rate
+            continue
+        error = _chord_error(samples, 0, i) + _chord_error(samples, i, n - 1)
+        if error < best_error:
+            best, best_error = i, error
+    if best is None or best_error > 0.5 * _chord_error(samples, 0, n - 1):
+        return None  # a bend that explains little: noise, not a burst then a rate
+    return best
+
+
 def steady_samples(samples: Samples) -> Samples:
     """The samples after the initial burst (see the module doc); all of them if too few remain."""
     if len(samples) < 2:
         return samples
+    bend = knee(samples)
+    if bend is not None:
+        return samples[bend:]
     skip = min(STEADY_SKIP_S, STEADY_SKIP_FRACTION * samples[-1][0])
     rest = tuple(s for s in samples if s[0] >= skip)
     return rest if len(rest) >= 2 else (samples[0], samples[-1])
+
+
+def steady_rate(samples: Samples) -> float | None:
+    """Bits per second of the steady part: the least-squares slope of its cumulative bytes
+    (robust to a lump or a stall at either end, which a chord between the end points is not),
+    the chord when fewer than four samples remain."""
+    steady = steady_samples(samples)
+    if len(steady) < 4:
+        return goodput(steady)
+    n = len(steady)
+    mean_t = sum(t for t, _ in steady) / n
+    mean_b = sum(b for _, b in steady) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in steady)
+    if spread <= 0:
+        return goodput(steady)
+    return 8.0 * sum((t - mean_t) * (b - mean_b) for t, b in steady) / spread
+
+
+def steady_seconds(samples: Samples) -> float:
+    """How long the flow ran after its knee (0 when it has none)."""
+    bend = knee(samples)
+    return 0.0 if bend is None else samples[-1][0] - samples[bend][0]
+
+
+def excluded_below(samples: Samples, burst_s: float = PLAUSIBLE_BURST_S) -> float:
+    """Policers slower than this (bit/s, bursts up to `burst_s` at their rate) would have bent
+    this flow; 0 for a flow with no samples."""
+    if len(samples) < 2:
+        return 0.0
+    moved = samples[-1][1] - samples[0][1]
+    return 8.0 * moved / (burst_s + max(0.0, samples[-1][0] - samples[0][0]))
 
 
 def interval_rates(samples: Samples) -> list[float]:

@@ -32,6 +32,7 @@ class Expectation:
     verdicts: tuple[str, ...]  # any of these is right
     blocking: str | None = None  # checked only when the verdict is "blocked"
     throughput_url: str | None = None
+    media: bool = False  # listed as a media/CDN host: the full throttling A/B, not the screen
 
     @property
     def domain(self) -> str:
@@ -63,7 +64,8 @@ def _expectation(entry: dict[str, Any], where: str) -> Expectation:
         raise ValueError(f"{where}: target {url} has no 'expect'")
     verdicts = (expect,) if isinstance(expect, str) else tuple(expect)
     return Expectation(url=url, verdicts=verdicts, blocking=entry.get("blocking"),
-                       throughput_url=entry.get("throughput_url"))
+                       throughput_url=entry.get("throughput_url"),
+                       media=bool(entry.get("media", False)))
 
 
 def parse(data: dict[str, Any], where: str = "<scenario>") -> Scenario:
@@ -118,6 +120,8 @@ def targets_yaml(scenario: Scenario) -> str:
         if target.url.startswith("https://"):
             entry["throughput_url"] = throughput
             entry["control_throughput_url"] = f"https://{entry['control']}/media/big.bin"
+        if target.media:
+            entry["media"] = True
         entries.append(entry)
     document = {"description": f"probe-lab scenario {scenario.name}", "category": "MISC",
                 "targets": entries}
