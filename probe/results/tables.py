@@ -60,6 +60,8 @@ def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
         rate = f"{_rate(t.rate_bps)} / {_rate(t.control_rate_bps)}" if t and t.rate_bps else ""
         if t and t.state == "not_measured":
             rate = "not measured"
+        elif t and t.state == "bounded" and t.excluded_below_bps:  # say what was ruled out
+            rate = f"no policing < {_rate(t.excluded_below_bps)}"
         style = _STYLE.get(v.verdict, "")
         table.add_row(
             m.target.domain, m.target.category, f"[{style}]{v.verdict}[/]",
