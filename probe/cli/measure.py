@@ -19,7 +19,7 @@ import click
 from probe.cli import console, notices
 from probe.cli.options import (
     MeasurementOptions,
-    check_http_url,
+    http_url_param,
     load_targets_or_exit,
     measurement_options,
     targets_option,
@@ -119,22 +119,13 @@ def _exit_if_internal_errors(tally: _Tally) -> None:
         raise SystemExit(EXIT_INTERNAL)
 
 
-def _check_pushgateway(_ctx: click.Context, _param: click.Parameter, value: str | None
-                       ) -> str | None:
-    if value is not None:
-        try:
-            check_http_url(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
 
 @click.command()
 @targets_option
 @measurement_options
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per target on stdout.")
-@click.option("--pushgateway", metavar="URL", callback=_check_pushgateway,
+@click.option("--pushgateway", metavar="URL", callback=http_url_param,
               help="Push metrics to this Pushgateway.")
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path),
               help="Write metrics for node_exporter's textfile collector (atomically).")

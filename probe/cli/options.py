@@ -81,11 +81,19 @@ def _check_resolvers(_ctx: click.Context, _param: click.Parameter,
     return values
 
 
+def http_url_param(_ctx: click.Context | None, _param: click.Parameter | None,
+                   value: str | None) -> str | None:
+    """A click callback: the http(s) URL as given, or a one-line BadParameter saying why not."""
+    if value is not None:
+        try:
+            check_http_url(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _http_url(value: str) -> str:
-    try:
-        check_http_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    http_url_param(None, None, value)
     return value if value.endswith("/") else value + "/"
 
 

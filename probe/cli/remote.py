@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from probe.cli.options import check_ca_file, check_http_url
+from probe.cli.options import check_ca_file, http_url_param
 from probe.monitoring.remote_write import RemoteWriteConfig
 
 EXIT_EXPORT = 6  # `probe run`: results stored, but the metrics could not be pushed
@@ -18,17 +18,9 @@ _FIELDS = ("remote_write_url", "remote_write_token", "remote_write_user",
            "remote_write_password", "remote_write_ca")
 
 
-def _check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            check_http_url(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
 
 _OPTIONS: list[Callable[[Any], Any]] = [
-    click.option("--remote-write", "remote_write_url", metavar="URL", callback=_check_url,
+    click.option("--remote-write", "remote_write_url", metavar="URL", callback=http_url_param,
                  help="Push metrics to this Prometheus remote-write endpoint (e.g. "
                  "https://prometheus.example/api/v1/write)."),
     click.option("--remote-write-token", envvar="PROBE_REMOTE_WRITE_TOKEN", metavar="TOKEN",

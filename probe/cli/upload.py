@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from probe.cli.config import config_option
-from probe.cli.options import check_ca_file, check_http_url
+from probe.cli.options import check_ca_file, http_url_param
 
 if TYPE_CHECKING:
     from probe.results.upload import UploadSettings
@@ -21,16 +21,9 @@ TOKEN_ENV = "PROBE_COLLECTOR_TOKEN"
 EXIT_INPUT, EXIT_UNREACHABLE = 2, 4
 
 
-def _check_collector(_ctx: click.Context, _param: click.Parameter,
-                     value: str | None) -> str | None:
-    try:
-        return None if value is None else check_http_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
 
 def collector_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--collector", callback=_check_collector, metavar="URL",
+    return click.option("--collector", callback=http_url_param, metavar="URL",
                         help="Collector (`probe serve --collector`) to upload results to.")(command)
 
 
