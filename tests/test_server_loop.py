@@ -201,11 +201,17 @@ def test_lean_tls_read_buffers_still_carry_every_byte() -> None:
 def test_small_tls_reads_while_restores_the_previous_size() -> None:
     import asyncio.sslproto
 
-    from probe.measure.tlsctx import SMALL_TLS_READS, small_tls_reads_while
+    from probe.measure.tlsctx import SMALL_TLS_READS, small_tls_reads, small_tls_reads_while
 
-    before = asyncio.sslproto.SSLProtocol.max_size
-    with small_tls_reads_while(False):
+    # start from asyncio's own size: an in-process helper started by an earlier test (`lean`)
+    # leaves the small size set for the rest of this process
+    outer = small_tls_reads(256 * 1024)
+    try:
+        before = asyncio.sslproto.SSLProtocol.max_size
+        with small_tls_reads_while(False):
+            assert asyncio.sslproto.SSLProtocol.max_size == before
+        with small_tls_reads_while(True):
+            assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS != before
         assert asyncio.sslproto.SSLProtocol.max_size == before
-    with small_tls_reads_while(True):
-        assert asyncio.sslproto.SSLProtocol.max_size == SMALL_TLS_READS != before
-    assert asyncio.sslproto.SSLProtocol.max_size == before
+    finally:
+        small_tls_reads(outer)

@@ -120,6 +120,17 @@ def test_one_test_start_time_per_report(store):
 PREVIOUS = Path(__file__).parent / "data" / "ooni_previous_format.jsonl"
 
 
+def test_a_bounded_throttling_estimate_validates(store):
+    """"No policing below X seen" (issue 12) is a state of its own in the stored record."""
+    probe = dataclasses.replace(F.clean_probe(), throughput=(F.throughput(5e7), F.throughput(
+        5e7, F.CONTROL_SNI)))
+    bounded = dataclasses.replace(F.estimate("clean"), state="bounded", outlasted_burst=False,
+                                  excluded_below_bps=4.2e6)
+    record = store.append(judged(F.measurement(probe), bounded), REPORT)
+    validate(record)
+    assert record["test_keys"]["throttling"]["excluded_below_bps"] == 4.2e6
+
+
 def test_records_of_the_previous_format_still_read(tmp_path):
     """Lines written before the Web Connectivity keys (our `blocking`, lists under `control`,
     text rcodes) rebuild the same TargetMeasurement and index the same blocking method."""
