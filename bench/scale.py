@@ -60,28 +60,44 @@ class ScaleLab(Lab):
         self.n, self.helper_concurrency = n, helper_concurrency
         self.helper_python = ["-m", "probe"]  # or ["-c", TRACEMALLOC, FILE]
 
+    def _rules(self) -> list[dict[str, Any]]:
+        """The censor's rules (none: the scale bench measures an open path)."""
+        return []
+
+    def _own_origins(self) -> dict[str, str]:
+        """Names served from an address of their own rather than the shared origin."""
+        return {}
+
+    def _after_censor(self) -> None:
+        """Set-up in the censor's namespace after its rules (a subclass counts bytes there)."""
+
     def _build(self, scenario: Scenario, state: dict[str, Any], helper: bool,
                deadline: float) -> None:
-        plan = censor.plan([])
+        plan = censor.plan(self._rules())
         pki = LabCA(self.dir / "pki")
+        own = self._own_origins()
         certs = {ZONE_NAME: [str(p) for p in pki.issue(ZONE_NAME, f"*.{ZONE_NAME}")],
+                 **{name: [str(p) for p in pki.issue(name, ip)] for name, ip in own.items()},
                  t.TRUSTED_RESOLVER_NAME: [str(p) for p in pki.issue(t.TRUSTED_RESOLVER_NAME,
                                                                      t.TRUSTED_RESOLVER)],
                  t.HELPER_NAME: [str(p) for p in pki.issue(t.HELPER_NAME, t.HELPER_IP)],
                  t.BLOCKPAGE_NAME: [str(p) for p in pki.issue(t.BLOCKPAGE_NAME)]}
         zone = {**{name: ORIGIN_IP for name in [*names(self.n), CONTROL_NAME, ZONE_NAME]},
-                t.HELPER_NAME: t.HELPER_IP, t.TRUSTED_RESOLVER_NAME: t.TRUSTED_RESOLVER,
+                **own, t.HELPER_NAME: t.HELPER_IP, t.TRUSTED_RESOLVER_NAME: t.TRUSTED_RESOLVER,
                 t.BLOCKPAGE_NAME: t.BLOCKPAGE_IP}
         state.update(ca_file=str(pki.ca_file), targets_file=str(self.dir / "targets.yaml"),
                      control_resolver=f"https://{t.TRUSTED_RESOLVER}/dns-query",
                      helper_url=None)
         self._save(state)
         t.build(self.names)
+        for command in plan.commands:
+            t.in_ns(self.names.censor, *command)
+        self._after_censor()
         resolv = Path("/etc/netns") / self.names.client
         resolv.mkdir(parents=True, exist_ok=True)
         (resolv / "resolv.conf").write_text(f"nameserver {plan.client_resolver}\n")
         Path(state["targets_file"]).write_text(targets_yaml(self.n))
-        self._start_servers(plan, certs, state, origins={ZONE_NAME: ORIGIN_IP}, zone=zone,
+        self._start_servers(plan, certs, state, origins={ZONE_NAME: ORIGIN_IP, **own}, zone=zone,
                             big_bytes=1 << 20)
         self._wait_ready(state, deadline)
         if helper:

@@ -24,22 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.scale import (  # noqa: E402
-    CONTROL_NAME,
-    ORIGIN_IP,
-    ZONE_NAME,
     ScaleLab,
     lab_lock,
     names,
 )
-from probe.lab import censor, topology  # noqa: E402
-from probe.lab import topology as t  # noqa: E402
-from probe.lab.ca import LabCA  # noqa: E402
+from probe.lab import topology  # noqa: E402
 from probe.lab.scenarios import Scenario  # noqa: E402
 
 SLOW_IPS = ("10.77.10.2", "10.77.10.3")  # origin addresses of their own: slowness is per address
@@ -57,43 +50,16 @@ class ThrottleListLab(ScaleLab):
         super().__init__(n, prefix="pthl")
         self.policed, self.slow = chosen(n)
 
-    def _build(self, scenario: Scenario, state: dict[str, Any], helper: bool,
-               deadline: float) -> None:
-        rules = [{"action": "throttle", "sni": self.policed, "rate_bps": 140_000},
-                 {"action": "origin_slow", "names": self.slow, "rate_bps": 400_000,
-                  "delay": 0.3}]
-        plan = censor.plan(rules)
-        pki = LabCA(self.dir / "pki")
-        slow = dict(zip(self.slow, SLOW_IPS, strict=True))
-        certs = {ZONE_NAME: [str(p) for p in pki.issue(ZONE_NAME, f"*.{ZONE_NAME}")],
-                 **{name: [str(p) for p in pki.issue(name, ip)] for name, ip in slow.items()},
-                 t.TRUSTED_RESOLVER_NAME: [str(p) for p in pki.issue(t.TRUSTED_RESOLVER_NAME,
-                                                                     t.TRUSTED_RESOLVER)],
-                 t.HELPER_NAME: [str(p) for p in pki.issue(t.HELPER_NAME, t.HELPER_IP)],
-                 t.BLOCKPAGE_NAME: [str(p) for p in pki.issue(t.BLOCKPAGE_NAME)]}
-        zone = {**{name: ORIGIN_IP for name in [*names(self.n), CONTROL_NAME, ZONE_NAME]},
-                **slow, t.HELPER_NAME: t.HELPER_IP, t.TRUSTED_RESOLVER_NAME: t.TRUSTED_RESOLVER,
-                t.BLOCKPAGE_NAME: t.BLOCKPAGE_IP}
-        state.update(ca_file=str(pki.ca_file), targets_file=str(self.dir / "targets.yaml"),
-                     control_resolver=f"https://{t.TRUSTED_RESOLVER}/dns-query", helper_url=None)
-        self._save(state)
-        t.build(self.names)
-        for command in plan.commands:
-            topology.in_ns(self.names.censor, *command)
+    def _rules(self) -> list[dict[str, Any]]:
+        return [{"action": "throttle", "sni": self.policed, "rate_bps": 140_000},
+                {"action": "origin_slow", "names": self.slow, "rate_bps": 400_000, "delay": 0.3}]
+
+    def _own_origins(self) -> dict[str, str]:
+        return dict(zip(self.slow, SLOW_IPS, strict=True))
+
+    def _after_censor(self) -> None:
+        """The counting rule: first in FORWARD, no target (read by forwarded_bytes)."""
         topology.in_ns(self.names.censor, "iptables", "-w", "5", "-I", "FORWARD", "1")
-        resolv = Path("/etc/netns") / self.names.client
-        resolv.mkdir(parents=True, exist_ok=True)
-        (resolv / "resolv.conf").write_text(f"nameserver {plan.client_resolver}\n")
-        entries = [{"domain": name, "url": f"https://{name}/", "control": CONTROL_NAME}
-                   for name in names(self.n)]
-        Path(state["targets_file"]).write_text(yaml.safe_dump(
-            {"description": "throttle list bench", "targets": entries}, sort_keys=False))
-        self._start_servers(plan, certs, state, origins={ZONE_NAME: ORIGIN_IP, **slow},
-                            zone=zone, big_bytes=1 << 20)
-        self._wait_ready(state, deadline)
-        if helper:
-            self._helper(state, certs[t.HELPER_NAME], deadline)
-        self._save(state)
 
     def forwarded_bytes(self) -> int:
         """The counting rule's bytes (the first rule of FORWARD, no target)."""
