@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _expected() -> set[str]:
     """Every data file in the source package, as a wheel path."""
     package = ROOT / "probe"
-    files = [p for p in package.rglob("*") if p.is_file() and p.suffix in {".yaml", ".csv", ".md", ".j2", ".css", ".js"}
+    suffixes = {".yaml", ".csv", ".md", ".j2", ".css", ".js", ".proto", ".pyi"}
+    files = [p for p in package.rglob("*") if p.is_file() and p.suffix in suffixes
              and "__pycache__" not in p.parts]
     return {p.relative_to(ROOT).as_posix() for p in files}
 
