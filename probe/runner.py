@@ -3,9 +3,10 @@
 For one target, in order: DNS from the system resolver and the control resolver (in parallel);
 the helper's control measurement from outside; per address a TCP connect and a TLS handshake
 with the target's SNI on it, and, when that handshake fails, one with the control SNI (back to
-back, same address, same conditions); an HTTP fetch; and, only when nothing blocks, throughput (SNI-swap A/B against the helper, and a
-direct download of a real object of the target). Targets run concurrently up to a bound, but
-throughput runs one target at a time so that targets never compete for the link.
+back, same address, same conditions); an HTTP fetch; and, only when nothing blocks, throughput
+(SNI-swap A/B against the helper, and a direct download of a real object of the target).
+Targets run concurrently up to a bound, but throughput runs one target at a time so that
+targets never compete for the link.
 """
 
 from __future__ import annotations
