@@ -147,10 +147,11 @@ class HttpIndex:
         for fp in self.fingerprints:
             self._add(fp)
         self._words = tuple(self._literals)
-        # a DFA: ~70 ms to build once, then ~0.3 ms per 64 KiB, in time linear in the page
+        # A contiguous NFA: ~5 MB and ~6 ms to build, ~0.5 ms per 64 KiB, linear in the page.
+        # (The DFA scans 2.5x faster but holds ~59 MB: most of a run's peak memory.)
         self._automaton = ahocorasick_rs.AhoCorasick(
             self._words, matchkind=ahocorasick_rs.MatchKind.Standard,
-            implementation=ahocorasick_rs.Implementation.DFA) if self._words else None
+            implementation=ahocorasick_rs.Implementation.ContiguousNFA) if self._words else None
 
     def _add(self, fp: Fingerprint) -> None:
         if fp.location.startswith("header."):
