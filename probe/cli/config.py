@@ -31,10 +31,11 @@ SHOWN = ("run", "daemon", "serve")  # `check` takes what `run` takes, less targe
 
 
 def _params(name: str) -> dict[str, click.Parameter]:
-    from probe.cli.main import main
+    from probe.cli.main import command
 
-    command = main.commands[name]
-    return {p.name: p for p in command.params if p.name}
+    found = command(name)
+    assert found is not None, name  # SHOWN names commands that exist
+    return {p.name: p for p in found.params if p.name}
 
 
 def _for_option(entry: Entry, param: click.Parameter) -> Any:
@@ -131,9 +132,9 @@ def _source(ctx: click.Context, name: str, key: Key, config: ConfigFile | None) 
 def effective(ctx: click.Context, commands: tuple[str, ...],
               args: list[str]) -> list[tuple[Key, Any, str]]:
     """(key, value, source) for every key of these commands, as the command would see it."""
-    from probe.cli.main import main
+    from probe.cli.main import command
 
-    contexts = {name: main.commands[name].make_context(name, list(args), parent=ctx)
+    contexts = {name: command(name).make_context(name, list(args), parent=ctx)  # type: ignore[union-attr]
                 for name in commands}
     config = ctx.meta[_META]  # after ARGS: they may name another --config
     rows = []
