@@ -25,7 +25,7 @@ from probe import failures
 from probe import verdict as judging
 from probe.addresses import is_ip
 from probe.helper_api import HelperRequest
-from probe.measure import dns, helper, http, locate, ooni_th, shared, tcp, tls
+from probe.measure import dns, helper, http, http_over, locate, ooni_th, shared, tcp, tls
 from probe.measure.classify import cause
 from probe.model import (
     DnsQuery,
@@ -33,10 +33,13 @@ from probe.model import (
     Endpoint,
     Evidence,
     HttpRequest,
+    HttpResult,
     Settings,
     Target,
     TargetMeasurement,
+    TcpResult,
     ThrottleEstimate,
+    TlsResult,
     Verdict,
 )
 
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
 
 DEFAULT_CONTROL_SNI = "www.example.com"
 INTERNAL_ERROR_RULE = "internal_error"  # the verdict's rule when measuring raised a bug
+# Targets in flight per concurrency slot: the others wait for a slot, or have closed their
+# connections and wait for their DNS queries' linger, their verdict or the throughput lock.
+_IN_FLIGHT_PER_SLOT = 4
 log = logging.getLogger(__name__)
 
 
@@ -73,6 +79,13 @@ class _RunState:
     throughput_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     client_ips: set[str] = field(default_factory=set)
     throughput: ThroughputTests | None = None
+    slots: asyncio.Semaphore | None = None
+
+    def slot(self, plan: RunPlan) -> asyncio.Semaphore:
+        """The run's concurrency: held while a target has connections open."""
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(max(1, plan.concurrency))
+        return self.slots
 
     def throughput_tests(self, plan: RunPlan) -> ThroughputTests:
         """Made on first use: scipy (under probe.throttling) is slow to import."""
@@ -121,18 +134,23 @@ async def _resolve(target: Target, plan: RunPlan, settings: Settings
             tuple(first.addresses if first else () for _, first in started), aaaa)
 
 
-async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings):
+async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings,
+                       fetch: HttpRequest | None = None):
     """TCP, then TLS with the target SNI on that connection, to one address; then, only if that
-    handshake failed after the connect, TLS with the control SNI (what the verdict compares)."""
+    handshake failed after the connect, TLS with the control SNI (what the verdict compares).
+    `fetch`, when given, is sent over the connection once its handshake succeeded (the HTTP
+    measurement, as OONI makes it): the third value, None when it was not."""
     port = _port(target)
     if urlsplit(target.url).scheme == "http":
-        return await tcp.measure(Endpoint(address, port), settings), ()
-    handshake = await tls.measure(Endpoint(address, port, _host(target)), settings)
+        return await tcp.measure(Endpoint(address, port), settings), (), None
+    then = http_over.over(fetch, settings) if fetch is not None else None
+    handshake, fetched = await tls.measure_then(Endpoint(address, port, _host(target)), settings,
+                                                then)
     handshakes = (handshake,)
     if tls.needs_control_sni(handshake):
         control = Endpoint(address, port, control_sni(target, plan))
         handshakes += (await tls.measure(control, settings),)
-    return tcp.from_handshake(handshake), handshakes
+    return tcp.from_handshake(handshake), handshakes, fetched
 
 
 async def _helper(target: Target, plan: RunPlan, settings: Settings, addresses, state):
@@ -164,22 +182,45 @@ async def _dns_step(target: Target, plan: RunPlan, settings: Settings):
     return queries, aaaa, _addresses(firsts, plan.max_addresses), firsts[0]
 
 
-async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
+@dataclass(frozen=True)
+class _Active:
+    """What a target's connections gave, and its DNS queries, possibly still listening."""
+
+    queries: tuple[asyncio.Task[DnsResult], ...]
+    aaaa: asyncio.Task[DnsResult] | None
+    per_address: Sequence[tuple[TcpResult, tuple[TlsResult, ...], HttpResult | None]]
+    fetch: HttpResult
+    control: Evidence
+
+
+async def _measure_active(target: Target, plan: RunPlan, settings: Settings, state) -> _Active:
     queries, aaaa, addresses, system_addresses = await _dns_step(target, plan, settings)
     helper_task = asyncio.create_task(_helper(target, plan, settings, addresses, state))
-    per_address = await asyncio.gather(
-        *(_per_address(a, target, plan, settings) for a in addresses)
-    )
     pinned = system_addresses[0] if system_addresses else None
-    fetch = await http.measure(HttpRequest(target.url, address=pinned), settings)
-    probe = Evidence(
-        dns=tuple(await asyncio.gather(*queries)),
-        dns_aaaa=(await aaaa,) if aaaa else (),
-        tcp=tuple(connect for connect, _ in per_address),
-        tls=tuple(hs for _, handshakes in per_address for hs in handshakes),
-        http=(fetch,),
+    request = HttpRequest(target.url, address=pinned)
+    per_address = await asyncio.gather(
+        *(_per_address(a, target, plan, settings, request if a == pinned else None)
+          for a in addresses)
     )
-    return probe, await helper_task
+    # on a connection of its own when the measured one could not carry it (failed handshake)
+    fetched = next((got for *_, got in per_address if got is not None), None)
+    fetch = fetched or await http.measure(request, settings)
+    return _Active(queries, aaaa, per_address, fetch, await helper_task)
+
+
+async def _probe_and_control(target: Target, plan: RunPlan, settings: Settings, state):
+    async with state.slot(plan):
+        active = await _measure_active(target, plan, settings, state)
+    # Queries lingering for injected duplicates are sockets waiting, not work: they hold no
+    # slot, so the linger (0.5 s) no longer bounds the run's rate at concurrency / 0.5 s.
+    probe = Evidence(
+        dns=tuple(await asyncio.gather(*active.queries)),
+        dns_aaaa=(await active.aaaa,) if active.aaaa else (),
+        tcp=tuple(connect for connect, _, _ in active.per_address),
+        tls=tuple(hs for _, handshakes, _ in active.per_address for hs in handshakes),
+        http=(active.fetch,),
+    )
+    return probe, active.control
 
 
 def _control_source(plan: RunPlan) -> str:
@@ -270,9 +311,9 @@ async def run_targets(
     client_ips: set[str] | None = None,
     collect: bool = True,
 ) -> list[TargetMeasurement]:
-    """Measures every target, `plan.concurrency` at a time, pulling them from `targets` as slots
-    free up (a list of a million targets is never in memory at once); `on_result` sees each as
-    it completes. Returns them in input order when `collect`, else [] (the sink has them).
+    """Measures every target, `plan.concurrency` with connections open at a time, pulling them
+    from `targets` as they finish (at most `_IN_FLIGHT_PER_SLOT` times that many in flight: a
+    list of a million targets is never in memory at once); `on_result` sees each as it completes. Returns them in input order when `collect`, else [] (the sink has them).
 
     `client_ips`, when given, is filled as the run goes with the public addresses the helper
     saw, before `on_result` sees a target measured with them, so the caller can scrub them.
@@ -291,7 +332,8 @@ async def _run_all(targets: Iterable[Target], plan: RunPlan,
     done_in_order: dict[int, TargetMeasurement] = {}
     try:
         while True:
-            for index, target in itertools.islice(pending, max(1, plan.concurrency) - len(running)):
+            room = _IN_FLIGHT_PER_SLOT * max(1, plan.concurrency) - len(running)
+            for index, target in itertools.islice(pending, room):
                 running[asyncio.create_task(_guarded(target, plan, state))] = index
             if not running:
                 break

@@ -4,7 +4,7 @@ Timings are seconds from the request's start: `connect` (TCP established), `tls`
 done) and `first_byte` (response headers in) are of the first exchange, the URL asked for;
 `transfer` is when the final body (after redirects) was read. aiohttp reports the connection
 only once TLS is done, so the TCP moment is taken from the TLS object's first handshake step.
-Each phase is bounded by settings.timeout and the whole by _PHASES of them, so a server that
+Each phase is bounded by settings.timeout and the whole by PHASES of them, so a server that
 trickles a byte at a time cannot hold a measurement for long.
 """
 
@@ -32,8 +32,8 @@ from probe.measure.http_connect import ConnectGuard, PinnedResolver
 from probe.measure.tlsctx import client_context
 from probe.model import HttpRequest, HttpResult, HttpTimings, Settings
 
-_PHASES = 4  # resolve, connect + TLS, round trip, read
-_MAX_REDIRECTS = 5
+PHASES = 4  # resolve, connect + TLS, round trip, read
+MAX_REDIRECTS = 5
 _HEAD = 4096  # bytes of body kept as evidence
 _SCAN = 1 << 16  # bytes searched for <title> and blockpage fingerprints
 _CHUNK = 1 << 16
@@ -42,7 +42,7 @@ _TITLE_CLOSE = re.compile(r"</title\s*>", re.IGNORECASE)
 
 
 @dataclass
-class _Trace:
+class Trace:
     """What one measurement went through, filled in by the trace hooks as it happens."""
 
     start: float
@@ -59,7 +59,7 @@ class _Trace:
 
 
 @dataclass
-class _Got:
+class Got:
     """What arrived before any failure."""
 
     status: int | None = None
@@ -73,7 +73,7 @@ class _Got:
 
 async def measure(
     request: HttpRequest, settings: Settings, *, resolver: AbstractResolver | None = None,
-    allowed: Callable[[str], bool] | None = None,
+    allowed: Callable[[str], bool] | None = None, max_redirects: int = MAX_REDIRECTS,
 ) -> HttpResult:
     """GET request.url (pinned to request.address if set), following up to 5 redirects.
 
@@ -83,24 +83,23 @@ async def measure(
     socket connects (redirects to address literals never meet the resolver).
     """
     t0 = settings.since_origin()
-    trace, got = _Trace(start=time.monotonic()), _Got()
+    trace, got = Trace(start=time.monotonic()), Got()
     failure = cause = None
     token = _CURRENT_TRACE.set(trace)
     guard = ConnectGuard(allowed)
     try:
-        async with asyncio.timeout(_PHASES * settings.timeout):
-            await _fetch(
-                request, settings, trace, got, resolver or aiohttp.ThreadedResolver(), guard
-            )
+        async with asyncio.timeout(PHASES * settings.timeout):
+            await _fetch(request, settings, trace, got,
+                         resolver or aiohttp.ThreadedResolver(), guard, max_redirects)
         trace.mark("transfer")
     except NETWORK_ERRORS as exc:  # every network failure becomes data
         failure, cause = failure_and_cause(exc)
     finally:
         _CURRENT_TRACE.reset(token)
-    return _result(request, t0, trace, got, failure, cause)
+    return result_of(request, t0, trace, got, failure, cause)
 
 
-def _result(request: HttpRequest, t0: float, trace: _Trace, got: _Got, failure: str | None,
+def result_of(request: HttpRequest, t0: float, trace: Trace, got: Got, failure: str | None,
             cause: str | None) -> HttpResult:
     """What was got, with its title and blockpage match (searched past the kept evidence)."""
     head = _decode(bytes(got.body[:_HEAD]), got.charset)
@@ -132,8 +131,8 @@ _TIMINGS = ("connect", "tls", "first_byte", "transfer")
 
 
 async def _fetch(
-    request: HttpRequest, settings: Settings, trace: _Trace, got: _Got, names: AbstractResolver,
-    guard: ConnectGuard,
+    request: HttpRequest, settings: Settings, trace: Trace, got: Got, names: AbstractResolver,
+    guard: ConnectGuard, max_redirects: int,
 ) -> None:
     # aiohttp speaks HTTP/1.1 only
     ctx = client_context(settings.ca_file, alpn=("http/1.1",), sslobject_class=_TimedSSLObject)
@@ -153,7 +152,7 @@ async def _fetch(
             trace_configs=[_trace_config(trace)],
             headers={"User-Agent": settings.user_agent},
         ) as session,
-        session.get(request.url, max_redirects=_MAX_REDIRECTS) as resp,
+        session.get(request.url, max_redirects=max_redirects) as resp,
     ):
         trace.stage = failures.READ
         got.status, got.final_url, got.charset = resp.status, str(resp.url), resp.charset
@@ -164,7 +163,7 @@ async def _fetch(
         await _read_body(resp.content, settings.body_limit, got)
 
 
-async def _read_body(content: aiohttp.StreamReader, limit: int, got: _Got) -> None:
+async def _read_body(content: aiohttp.StreamReader, limit: int, got: Got) -> None:
     """Read up to `limit` bytes; one byte more tells whether the body was longer."""
     while len(got.body) <= limit:
         chunk = await content.read(min(_CHUNK, limit + 1 - len(got.body)))
@@ -177,7 +176,7 @@ async def _read_body(content: aiohttp.StreamReader, limit: int, got: _Got) -> No
 
 # The measurement under way in this task. asyncio runs the handshake steps in callbacks that
 # inherit the task's context, so a shared TLS context can still time each request on its own.
-_CURRENT_TRACE: contextvars.ContextVar[_Trace | None] = contextvars.ContextVar(
+_CURRENT_TRACE: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
     "probe_http_trace", default=None
 )
 
@@ -194,7 +193,7 @@ class _TimedSSLObject(ssl.SSLObject):
             trace.mark("tls")
 
 
-def _trace_config(trace: _Trace) -> aiohttp.TraceConfig:
+def _trace_config(trace: Trace) -> aiohttp.TraceConfig:
     def hook(action: Callable[[], None]) -> Callable[..., Any]:
         async def on(_session: Any, _ctx: SimpleNamespace, _params: Any) -> None:
             action()

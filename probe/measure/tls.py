@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import ssl
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -27,6 +29,8 @@ _MAX_ROUNDS = 256  # reads during one handshake; a real one needs a handful
 _READ_SIZE = 1 << 16
 _DER = 2  # _ssl.ENCODING_DER
 MAX_CHAIN = 6  # certificates kept as DER per handshake: real chains have 2-4, a record stays small
+T = TypeVar("T")
+After = Callable[[TlsResult, "TlsStream"], Awaitable[T]]
 
 
 async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
@@ -35,6 +39,15 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
     Without an SNI no name can be checked, so the handshake then accepts any certificate and
     `cert_valid_for_name` stays None.
     """
+    result, _ = await measure_then(endpoint, settings)
+    return result
+
+
+async def measure_then(
+    endpoint: Endpoint, settings: Settings, then: After[T] | None = None
+) -> tuple[TlsResult, T | None]:
+    """`measure`, and when the handshake succeeded, `then(result, stream)` on the same connection
+    before it closes (the HTTP request over the measured connection, as OONI sends it)."""
     start = time.monotonic()
     base: dict[str, Any] = {"t0": settings.since_origin(), "address": endpoint.address,
                             "port": endpoint.port, "sni": endpoint.sni}
@@ -46,10 +59,19 @@ async def measure(endpoint: Endpoint, settings: Settings) -> TlsResult:
         return TlsResult(
             **base, elapsed=time.monotonic() - start, failure=failure, operation=failures.CONNECT,
             cause=cause,
-        )
+        ), None
     base["connect_time"] = time.monotonic() - start
-    tls, failure, cause = await _tls_over(reader, writer, endpoint.sni, settings)
-    return _result(base, tls, endpoint.sni, failure, cause, time.monotonic() - start)
+    try:
+        tls, incoming, outgoing = _wrap(endpoint.sni, settings)
+        failure, cause = await _tls_over(tls, incoming, outgoing, reader, writer, settings)
+        result = _result(base, tls, endpoint.sni, failure, cause, time.monotonic() - start)
+        if failure is not None or then is None:
+            return result, None
+        stream = TlsStream(reader, writer, tls, incoming, outgoing, start,
+                           start + base["connect_time"], start + result.elapsed)
+        return result, await then(result, stream)
+    finally:
+        await _close(writer)
 
 
 def _result(base: dict[str, Any], tls: ssl.SSLObject, sni: str | None, failure: str | None,
@@ -73,25 +95,71 @@ def _result(base: dict[str, Any], tls: ssl.SSLObject, sni: str | None, failure: 
     )
 
 
-async def _tls_over(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    sni: str | None,
-    settings: Settings,
-) -> tuple[ssl.SSLObject, str | None, str | None]:
-    """One handshake on an open connection, closed afterwards; (TLS object, failure, cause)."""
+def _wrap(sni: str | None, settings: Settings) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
     ctx = client_context(settings.ca_file, verify=sni is not None, alpn=DEFAULT_ALPN)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    failure = cause = None
+    return ctx.wrap_bio(incoming, outgoing, server_hostname=sni), incoming, outgoing
+
+
+async def _tls_over(
+    tls: ssl.SSLObject,
+    incoming: ssl.MemoryBIO,
+    outgoing: ssl.MemoryBIO,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    settings: Settings,
+) -> tuple[str | None, str | None]:
+    """One handshake on an open connection; (failure, cause)."""
     try:
         async with asyncio.timeout(settings.timeout):
             await _handshake(tls, incoming, outgoing, reader, writer)
     except NETWORK_ERRORS as exc:
-        failure, cause = failure_and_cause(exc)
-    finally:
-        await _close(writer)
-    return tls, failure, cause
+        return failure_and_cause(exc)
+    return None, None
+
+
+@dataclass
+class TlsStream:
+    """A connection whose handshake succeeded, for one exchange after it: `send` and `receive`
+    application data (callers bound them in time). Monotonic moments of its connect and
+    handshake, for the timings of what follows."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    tls: ssl.SSLObject
+    incoming: ssl.MemoryBIO
+    outgoing: ssl.MemoryBIO
+    started: float
+    connected: float
+    handshaken: float
+
+    @property
+    def alpn(self) -> str | None:
+        return self.tls.selected_alpn_protocol()
+
+    async def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        await _flush(self.outgoing, self.writer)
+
+    async def receive(self) -> bytes:
+        """Decrypted bytes as they come; b"" at the end of the stream (with or without the
+        server's close_notify: many servers just close)."""
+        for _ in range(_MAX_ROUNDS):  # records that carry no data (tickets, key updates)
+            try:
+                data = self.tls.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            else:
+                return data
+            await _flush(self.outgoing, self.writer)
+            raw = await self.reader.read(_READ_SIZE)
+            if raw:
+                self.incoming.write(raw)
+            else:
+                self.incoming.write_eof()
+        raise ssl.SSLError("TLS records without data")
 
 
 async def _handshake(

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from probe import failures
 from probe.addresses import is_ip
 from probe.helper_api import HelperRequest
-from probe.measure import dns, http, tcp, tls
+from probe.measure import dns, http, http_over, tcp, tls
+from probe.measure.tls import TlsStream
 from probe.model import (
     DnsQuery,
     DnsResult,
@@ -95,18 +97,61 @@ async def _record(query: asyncio.Task[DnsResult], found: _Found) -> None:
 
 async def _per_address(
     index: int, address: str, request: HelperRequest, https: bool, settings: Settings,
-    found: _Found,
+    found: _Found, carry: _Carry | None = None,
 ) -> None:
+    """TCP and TLS to one address (the control SNI only after a failed handshake); `carry`: the
+    HTTP fetch goes over this connection once its handshake succeeded, else on its own."""
     if not https:
         found.tcp.append((index, await tcp.measure(Endpoint(address, request.port), settings)))
         return
-    handshake = await tls.measure(Endpoint(address, request.port, _host_sni(request)), settings)
-    found.tcp.append((index, tcp.from_handshake(handshake)))  # the connect it made first
-    found.tls.append(((index, 0), handshake))
+    recorded: list[TlsResult] = []
+
+    def record(handshake: TlsResult) -> None:  # before a fetch on it: a deadline may cut that
+        recorded.append(handshake)
+        found.tcp.append((index, tcp.from_handshake(handshake)))  # the connect it made first
+        found.tls.append(((index, 0), handshake))
+
+    async def then(handshake: TlsResult, stream: TlsStream) -> HttpResult | None:
+        record(handshake)
+        return await _fetch_over(carry, address, stream) if carry is not None else None
+
+    handshake, fetched = await tls.measure_then(
+        Endpoint(address, request.port, _host_sni(request)), settings, then)
+    if not recorded:
+        record(handshake)
     control = request.control_domain
     if control and control != _host_sni(request) and tls.needs_control_sni(handshake):
         result = await tls.measure(Endpoint(address, request.port, control), settings)
         found.tls.append(((index, 1), result))
+    if carry is not None:
+        await (_keep(found, fetched) if fetched is not None else carry.on_its_own())
+
+
+@dataclass(frozen=True)
+class _Carry:
+    """The HTTP fetch, for the address it is pinned to: over that connection or on its own."""
+
+    request: HelperRequest
+    settings: Settings
+    policy: Policy
+    on_its_own: Callable[[], Awaitable[None]]
+
+
+async def _fetch_over(carry: _Carry, pinned: str, stream: TlsStream) -> HttpResult | None:
+    if not http_over.usable(stream):
+        return None
+    names = PermittedResolver(carry.policy.allow_private, carry.policy.extra_networks)
+    try:
+        return await http_over.get(stream, HttpRequest(carry.request.url, pinned), carry.settings,
+                                   resolver=names, allowed=carry.policy.permits)
+    finally:
+        await names.close()
+
+
+async def _keep(found: _Found, fetch: HttpResult) -> None:
+    # the verdict needs status, headers, title and blockpage, never the page itself: the
+    # helper must not hand out the content of whatever it was sent to fetch
+    found.http.append(dataclasses.replace(fetch, body_head=""))
 
 
 def _host_sni(request: HelperRequest) -> str:
@@ -124,7 +169,7 @@ async def _fetch(
             failure=failure or failures.DNS_NO_ANSWER, operation=failures.RESOLVE,
         ))
         return
-    pinned = next((a for a in own if policy.permits(a)), None)
+    pinned = _pinned(own, policy)
     if pinned is not None:  # else the name points somewhere the helper must not go
         names = PermittedResolver(policy.allow_private, policy.extra_networks)
         try:
@@ -133,9 +178,7 @@ async def _fetch(
             )
         finally:
             await names.close()
-        # the verdict needs status, headers, title and blockpage, never the page itself: the
-        # helper must not hand out the content of whatever it was sent to fetch
-        found.http.append(dataclasses.replace(fetch, body_head=""))
+        await _keep(found, fetch)
 
 
 async def _measure_all(
@@ -144,12 +187,23 @@ async def _measure_all(
     own, query = await _resolve(_host(request), settings, policy)
     addresses = choose_addresses(own, request.addresses, policy)
     https = urlsplit(request.url).scheme == "https"
+    pinned = _pinned(own, policy)
+    carried = https and pinned in addresses
+    carry = _Carry(request, settings, policy,
+                   functools.partial(_fetch, request, own, settings, policy, found, query))
     async with asyncio.TaskGroup() as group:
         if query is not None:
             group.create_task(_record(query, found))
         for index, address in enumerate(addresses):
-            group.create_task(_per_address(index, address, request, https, settings, found))
-        group.create_task(_fetch(request, own, settings, policy, found, query))
+            group.create_task(_per_address(index, address, request, https, settings, found,
+                                           carry if carried and address == pinned else None))
+        if not carried:
+            group.create_task(carry.on_its_own())
+
+
+def _pinned(own: tuple[str, ...], policy: Policy) -> str | None:
+    """The address the fetch goes to: the helper's first answer it may connect to."""
+    return next((a for a in own if policy.permits(a)), None)
 
 
 async def measure_outside(
