@@ -63,8 +63,10 @@ async def get(
     location = _location(got)
     if failure is not None or location is None:
         return first
-    rest = await http.measure(HttpRequest(urljoin(request.url, location)), settings,
-                              resolver=resolver, allowed=allowed,
+    after = urljoin(request.url, location)
+    same_host = urlsplit(after).hostname == urlsplit(request.url).hostname
+    rest = await http.measure(HttpRequest(after, request.address if same_host else None),
+                              settings, resolver=resolver, allowed=allowed,
                               max_redirects=http.MAX_REDIRECTS - 1)
     return _joined(first, rest, time.monotonic() - stream.started)
 
