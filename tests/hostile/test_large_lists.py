@@ -163,7 +163,9 @@ async def test_the_runner_pulls_targets_as_slots_free_up(monkeypatch: pytest.Mon
         kept = await asyncio.wait_for(run_targets(targets(), RunPlan(concurrency=5), sink,
                                                   collect=False), 10)
     assert kept == [] and finished == 200
-    assert most_ahead <= 5  # never more than `concurrency` targets taken and not finished
+    # never more targets taken and not finished than the in-flight bound (a multiple of the
+    # concurrency: targets whose DNS queries only linger hold no slot)
+    assert most_ahead <= 5 * runner._IN_FLIGHT_PER_SLOT
 
 
 async def test_a_sink_that_fails_stops_the_run_and_cancels_what_is_in_flight(
@@ -182,7 +184,7 @@ async def test_a_sink_that_fails_stops_the_run_and_cancels_what_is_in_flight(
     targets = (F.target(f"t{i}.example") for i in range(100))
     with hostile.case("run: the sink fails", timeout=10), pytest.raises(OSError):
         await asyncio.wait_for(run_targets(targets, RunPlan(concurrency=4), sink), 10)
-    assert len(started) == 4  # the rest of the list was never taken
+    assert len(started) == 4 * runner._IN_FLIGHT_PER_SLOT  # the rest was never taken
 
 
 def test_results_come_back_in_input_order_when_collected(monkeypatch: pytest.MonkeyPatch,
@@ -196,3 +198,36 @@ def test_results_come_back_in_input_order_when_collected(monkeypatch: pytest.Mon
     with hostile.case("run: collected in input order", timeout=10):
         results = asyncio.run(run_targets(iter(targets), RunPlan(concurrency=3)))
     assert [m.target for m in results] == targets
+
+
+async def test_a_lingering_dns_query_holds_no_slot(monkeypatch: pytest.MonkeyPatch,
+                                                  hostile) -> None:
+    """Connections open count against the concurrency; a query that only waits for late
+    (injected) duplicates does not, so the 0.5 s linger does not cap the run's rate."""
+    active = most_active = lingering = most_lingering = 0
+
+    async def linger() -> object:
+        nonlocal lingering, most_lingering
+        lingering += 1
+        most_lingering = max(most_lingering, lingering)
+        await asyncio.sleep(0.2)
+        lingering -= 1
+        return F.dns()
+
+    async def connections(target, plan, settings, state) -> runner._Active:
+        nonlocal active, most_active
+        active += 1
+        most_active = max(most_active, active)
+        query = asyncio.create_task(linger())
+        await asyncio.sleep(0.01)
+        active -= 1
+        return runner._Active((query,), None, [(F.tcp(), (F.tls(),), F.http())], F.http(),
+                              F.clean_control())
+
+    monkeypatch.setattr(runner, "_measure_active", connections)
+    targets = (F.target(f"t{i}.example") for i in range(24))
+    with hostile.case("run: lingering queries", timeout=10):
+        done = await asyncio.wait_for(run_targets(targets, RunPlan(concurrency=2,
+                                                                   throughput=False)), 10)
+    assert len(done) == 24 and all(m.verdict.verdict == "accessible" for m in done)
+    assert most_active <= 2 < most_lingering <= 2 * runner._IN_FLIGHT_PER_SLOT
