@@ -52,7 +52,9 @@ def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> t
               help="Up to this many random extra seconds before each run.")
 @click.option("--run-timeout", type=click.FloatRange(1, 86400), default=1800.0,
               show_default=True, help="A run taking longer is cancelled and counted as failed.")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Targets with connections open at once (one whose DNS queries only wait "
+                   "for late, injected answers does not count).")
 @click.option("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}", show_default=True,
               callback=_check_listen, help="Serve /metrics here (HOST:PORT).")
 @collector_option

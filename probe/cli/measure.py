@@ -123,7 +123,9 @@ def _exit_if_internal_errors(tally: _Tally) -> None:
 @click.command()
 @targets_option
 @measurement_options
-@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Targets with connections open at once (one whose DNS queries only wait "
+                   "for late, injected answers does not count).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per target on stdout.")
 @click.option("--pushgateway", metavar="URL", callback=http_url_param,
               help="Push metrics to this Pushgateway.")
