@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import ssl
 import time
@@ -239,6 +240,7 @@ def _summaries(chain: list[bytes]) -> list[CertSummary]:
     return out
 
 
+@functools.lru_cache(maxsize=256)  # intermediates and CDN certificates repeat across a list
 def cert_summary(der: bytes) -> CertSummary | None:
     """Subject, issuer, validity (ISO UTC), SANs and SHA-256 of one DER certificate."""
     try:
