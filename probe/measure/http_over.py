@@ -31,6 +31,7 @@ from probe.model import HttpRequest, HttpResult, HttpTimings, Settings, TlsResul
 
 _MAX_EVENTS = 10_000  # protocol events per exchange; a real response needs a few per 64 KiB
 _PROTOCOL_ERRORS = (h11.RemoteProtocolError, h2.exceptions.ProtocolError)
+_H2_OVERHEAD = 1 << 20  # bytes an HTTP/2 response may carry besides its body (frames, headers)
 
 
 def usable(stream: TlsStream) -> bool:
@@ -161,11 +162,15 @@ async def _h2(stream: TlsStream, request: HttpRequest, settings: Settings, trace
     conn.send_headers(1, [(":method", "GET"), (":authority", host), (":scheme", "https"),
                           (":path", target), ("user-agent", settings.user_agent),
                           ("accept", "*/*")], end_stream=True)
+    budget = settings.body_limit + _H2_OVERHEAD
     for _ in range(_MAX_EVENTS):
         await stream.send(conn.data_to_send())
         data = await _receive(stream, settings)
         if not data:
             raise EOFError("the server closed the HTTP/2 connection")
+        budget -= len(data)
+        if budget < 0:  # headers, padding or frames that are no body: a hostile server
+            raise h2.exceptions.ProtocolError("too many bytes besides the body")
         for event in conn.receive_data(data):
             if _h2_event(conn, event, trace, got, settings.body_limit):
                 return
