@@ -1,6 +1,7 @@
 """True and false positives of the SNI-swap throttling test, with bytes and time to verdict.
 
-    sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...]
+    sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...] [--json-out FILE]
+    .venv/bin/python bench/throttle.py --combine FILE [FILE ...]
 
 Each scenario (data below) shapes the link (htb), optionally polices (hashlimit per flow, as the
 Twitter throttler did) or shapes (an htb class, queued) flows whose ClientHello names twimg.com,
@@ -8,7 +9,9 @@ or adds a look-alike (competing traffic, random loss, a server slow for every SN
 adaptive probe.throttling.abtest.sni_swap N times with the default budget. A positive is state
 "throttled". Prints, per scenario: the states seen, the positive count, MB and seconds to a
 verdict (median, max), and for throttling the rate error against the censor's rate.
-Not a timed test: it prints figures.
+`--json-out` keeps each scenario's runs (with the flows' samples) so that chunks run at
+different times can be printed as one table with `--combine`. Needs ethtool (the link without
+TSO/GSO, see wire_sized). Not a timed test: it prints figures.
 """
 
 from __future__ import annotations
