@@ -1,6 +1,7 @@
 """True and false positives of the SNI-swap throttling test, with bytes and time to verdict.
 
-    sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...]
+    sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...] [--json-out FILE]
+    .venv/bin/python bench/throttle.py --combine FILE [FILE ...]
 
 Each scenario (data below) shapes the link (htb), optionally polices (hashlimit per flow, as the
 Twitter throttler did) or shapes (an htb class, queued) flows whose ClientHello names twimg.com,
@@ -8,16 +9,21 @@ or adds a look-alike (competing traffic, random loss, a server slow for every SN
 adaptive probe.throttling.abtest.sni_swap N times with the default budget. A positive is state
 "throttled". Prints, per scenario: the states seen, the positive count, MB and seconds to a
 verdict (median, max), and for throttling the rate error against the censor's rate.
-Not a timed test: it prints figures.
+`--json-out` keeps each scenario's runs (with the flows' samples) so that chunks run at
+different times can be printed as one table with `--combine`. Needs ethtool (the link without
+TSO/GSO, see wire_sized). Not a timed test: it prints figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,9 +67,20 @@ async def main():
         print(json.dumps({"state": est.state, "bytes": est.bytes_used, "pairs": len(t),
                           "seconds": time.monotonic() - start, "rate": est.rate_bps,
                           "control": est.control_rate_bps, "below": est.excluded_below_bps,
-                          "outlasted": est.outlasted_burst}), flush=True)
+                          "outlasted": est.outlasted_burst,
+                          "targets": [[f.samples, f.steady_bps] for f in t],
+                          "controls": [[f.samples, f.steady_bps] for f in c]}), flush=True)
 asyncio.run(main())
 """
+
+
+def wire_sized(pair: Pair) -> None:
+    """No TSO/GSO on the veth: the server's TCP would otherwise hand the link segments of up to
+    64 KB that cross the veth whole, so that the per-packet policer (hashlimit) and the htb
+    shaper see one packet where a real link carries forty (a 1 Gbit/s flow policed at 140 kbit/s
+    then delivered 0.6-1.0 x the rate from run to run, a shaped one came in 15-packet lumps)."""
+    for ns, dev in ((pair.srv, "v0"), (pair.cli, "v1")):
+        pair.run(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off")
 
 
 def _censor(pair: Pair, scenario: dict) -> None:
@@ -117,17 +134,45 @@ def report(scenario: dict, results: list[dict]) -> str:
     return line
 
 
+def combine(paths: list[str]) -> dict[str, list[dict]]:
+    """The runs of every scenario in the JSON-lines files of several chunks (--json-out)."""
+    runs: dict[str, list[dict]] = collections.defaultdict(list)
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                chunk = json.loads(line)
+                runs[chunk["scenario"]] += chunk["runs"]
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--json-out", help="append each scenario's runs (samples included) here")
+    parser.add_argument("--combine", nargs="+", metavar="FILE",
+                        help="print one table from the --json-out files of several chunks")
     args = parser.parse_args()
+    chosen = [s for s in SCENARIOS if not args.only or s["name"] in args.only.split(",")]
+    if args.combine:
+        runs = combine(args.combine)
+        for scenario in (s for s in chosen if runs.get(s["name"])):
+            print(report(scenario, runs[scenario["name"]]))
+        return
     if os.geteuid() != 0:
         sys.exit("needs root: it builds network namespaces")
-    chosen = [s for s in SCENARIOS if not args.only or s["name"] in args.only.split(",")]
+    if shutil.which("ethtool") is None:
+        sys.exit("needs ethtool (Debian package ethtool): the link must carry wire-sized packets")
     with Pair("pft") as pair:  # run under `flock /tmp/probe-lab.lock`
+        wire_sized(pair)
         for scenario in chosen:
-            print(report(scenario, run_scenario(pair, scenario, args.runs)), flush=True)
+            started = time.monotonic()
+            results = run_scenario(pair, scenario, args.runs)
+            print(report(scenario, results), f" wall {time.monotonic() - started:.0f} s",
+                  flush=True)
+            if args.json_out:
+                with open(args.json_out, "a") as out:
+                    out.write(json.dumps({"scenario": scenario["name"], "runs": results}) + "\n")
 
 
 if __name__ == "__main__":

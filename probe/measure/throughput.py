@@ -53,6 +53,7 @@ from probe.throttling.rates import Samples, goodput, steady_rate
 READ_BUFFER = 256 * 1024
 HEADER_LIMIT = 64 * 1024
 HEADER_READ = 4096
+TLS_SLACK = 2048  # session tickets and record overhead before the body, at most (see _Flow)
 
 
 # --- the flow ---------------------------------------------------------------------------------
@@ -76,7 +77,12 @@ class _Flow(asyncio.BufferedProtocol):
         self.first_body = 0  # body bytes that came with the header
         self.end = 0.0
         self.sock: socket.socket | None = None  # for TCP_INFO
-        self.wire_at_header: int | None = None  # wire bytes when the header was complete
+        # Body bytes on the wire are counted from the end of the handshake, less the header
+        # and what else came before the body (TLS 1.3 session tickets, record overhead: the
+        # surplus seen when the header is read, at most TLS_SLACK: more is a burst already
+        # waiting undecrypted, which a count started at the header would lag the flow by)
+        self.wire_at_start: int | None = None
+        self.before_body = 0
         self.done: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -84,6 +90,7 @@ class _Flow(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.wire_at_start = wire_bytes(self.sock)  # after the TLS handshake
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never read past the limit (exact byte counts); headers come through small reads.
@@ -113,7 +120,10 @@ class _Flow(asyncio.BufferedProtocol):
             return
         self.header_done = True
         self.body = self.first_body = len(self.header) - end - 4
-        self.wire_at_header = wire_bytes(self.sock)
+        wire = wire_bytes(self.sock) if self.wire_at_start is not None else None
+        if wire is not None and self.wire_at_start is not None:
+            surplus = wire - self.wire_at_start - len(self.header)
+            self.before_body = end + 4 + min(max(0, surplus), TLS_SLACK)
         head = bytes(self.header[:end]).decode("latin-1").split("\r\n")
         del self.header[:]
         try:
@@ -138,10 +148,10 @@ class _Flow(asyncio.BufferedProtocol):
     def counted(self) -> int:
         """Body bytes as the wire sees them: the decrypted count, or more when TCP_INFO shows
         bytes of a record still in flight (never past the flow's limit)."""
-        wire = wire_bytes(self.sock) if self.wire_at_header is not None else None
-        if wire is None or self.wire_at_header is None:
+        wire = wire_bytes(self.sock) if self.wire_at_start is not None else None
+        if wire is None or self.wire_at_start is None:
             return self.body
-        return max(self.body, min(self.limit, self.first_body + wire - self.wire_at_header))
+        return max(self.body, min(self.limit, wire - self.wire_at_start - self.before_body))
 
     def _short(self) -> BaseException | None:
         """The error of a body that ended early: before the header, or short of Content-Length."""
