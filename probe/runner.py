@@ -313,7 +313,8 @@ async def run_targets(
 ) -> list[TargetMeasurement]:
     """Measures every target, `plan.concurrency` with connections open at a time, pulling them
     from `targets` as they finish (at most `_IN_FLIGHT_PER_SLOT` times that many in flight: a
-    list of a million targets is never in memory at once); `on_result` sees each as it completes. Returns them in input order when `collect`, else [] (the sink has them).
+    list of a million targets is never in memory at once); `on_result` sees each as it
+    completes. Returns them in input order when `collect`, else [] (the sink has them).
 
     `client_ips`, when given, is filled as the run goes with the public addresses the helper
     saw, before `on_result` sees a target measured with them, so the caller can scrub them.

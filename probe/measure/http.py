@@ -70,6 +70,16 @@ class Got:
     truncated: bool = False
     blockpage: str | None = None
 
+    def take(self, data: bytes, limit: int) -> bool:
+        """Keeps body bytes up to `limit`; True once the body is longer (read no more: one
+        byte past the limit tells that it was)."""
+        self.body += data
+        if len(self.body) <= limit:
+            return False
+        self.truncated = True
+        del self.body[limit:]
+        return True
+
 
 async def measure(
     request: HttpRequest, settings: Settings, *, resolver: AbstractResolver | None = None,
@@ -165,13 +175,10 @@ async def _fetch(
 
 async def _read_body(content: aiohttp.StreamReader, limit: int, got: Got) -> None:
     """Read up to `limit` bytes; one byte more tells whether the body was longer."""
-    while len(got.body) <= limit:
+    while not got.truncated:
         chunk = await content.read(min(_CHUNK, limit + 1 - len(got.body)))
-        if not chunk:
+        if not chunk or got.take(chunk, limit):
             return
-        got.body += chunk
-    got.truncated = True
-    del got.body[limit:]
 
 
 # The measurement under way in this task. asyncio runs the handshake steps in callbacks that

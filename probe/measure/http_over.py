@@ -113,16 +113,6 @@ def _got_response(trace: http.Trace, got: http.Got, status: int,
         got.blockpage = blockpages.match(status, got.headers, "", None)
 
 
-def _take(got: http.Got, data: bytes, limit: int) -> bool:
-    """Keeps body bytes up to `limit`; True once the body is longer (read no more)."""
-    got.body += data
-    if len(got.body) <= limit:
-        return False
-    got.truncated = True
-    del got.body[limit:]
-    return True
-
-
 async def _h11(stream: TlsStream, request: HttpRequest, settings: Settings, trace: http.Trace,
                got: http.Got) -> None:
     conn = h11.Connection(h11.CLIENT)
@@ -147,7 +137,7 @@ async def _h11(stream: TlsStream, request: HttpRequest, settings: Settings, trac
             _got_response(trace, got, event.status_code,
                           [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers])
         elif isinstance(event, h11.Data):
-            if _take(got, event.data, settings.body_limit):
+            if got.take(event.data, settings.body_limit):
                 return
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             return
@@ -186,7 +176,7 @@ def _h2_event(conn: h2.connection.H2Connection, event: h2.events.Event, trace: h
         _got_response(trace, got, status, [(k, v) for k, v in headers if not k.startswith(":")])
     elif isinstance(event, h2.events.DataReceived):
         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-        return _take(got, event.data or b"", limit)
+        return got.take(event.data or b"", limit)
     elif isinstance(event, h2.events.StreamEnded):
         return True
     elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
@@ -194,14 +184,11 @@ def _h2_event(conn: h2.connection.H2Connection, event: h2.events.Event, trace: h
     return False
 
 
-def over(request: HttpRequest, settings: Settings, *, resolver: AbstractResolver | None = None,
-         allowed: Callable[[str], bool] | None = None
+def over(request: HttpRequest, settings: Settings
          ) -> Callable[[TlsResult, TlsStream], Awaitable[HttpResult | None]]:
     """What `tls.measure_then` runs after a handshake: `get`, or None (the caller fetches on a
     connection of its own) when the connection speaks neither HTTP/1.1 nor HTTP/2."""
     async def then(_handshake: TlsResult, stream: TlsStream) -> HttpResult | None:
-        if not usable(stream):
-            return None
-        return await get(stream, request, settings, resolver=resolver, allowed=allowed)
+        return await get(stream, request, settings) if usable(stream) else None
 
     return then

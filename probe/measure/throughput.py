@@ -121,7 +121,7 @@ class _Flow(asyncio.BufferedProtocol):
         self.header_done = True
         self.body = self.first_body = len(self.header) - end - 4
         wire = wire_bytes(self.sock) if self.wire_at_start is not None else None
-        if wire is not None and self.wire_at_start is not None:
+        if wire is not None and self.wire_at_start is not None:  # the second for the type
             surplus = wire - self.wire_at_start - len(self.header)
             self.before_body = end + 4 + min(max(0, surplus), TLS_SLACK)
         head = bytes(self.header[:end]).decode("latin-1").split("\r\n")
@@ -148,8 +148,10 @@ class _Flow(asyncio.BufferedProtocol):
     def counted(self) -> int:
         """Body bytes as the wire sees them: the decrypted count, or more when TCP_INFO shows
         bytes of a record still in flight (never past the flow's limit)."""
-        wire = wire_bytes(self.sock) if self.wire_at_start is not None else None
-        if wire is None or self.wire_at_start is None:
+        if self.wire_at_start is None:  # no TCP_INFO here: no call per sample either
+            return self.body
+        wire = wire_bytes(self.sock)
+        if wire is None:
             return self.body
         return max(self.body, min(self.limit, wire - self.wire_at_start - self.before_body))
 

@@ -155,11 +155,7 @@ class TlsStream:
             else:
                 return data
             await _flush(self.outgoing, self.writer)
-            raw = await self.reader.read(_READ_SIZE)
-            if raw:
-                self.incoming.write(raw)
-            else:
-                self.incoming.write_eof()
+            await _pull(self.reader, self.incoming)
         raise ssl.SSLError("TLS records without data")
 
 
@@ -185,12 +181,17 @@ async def _handshake(
             await _flush(outgoing, writer)  # TLS 1.3: the client's Finished
             return
         await _flush(outgoing, writer)
-        data = await reader.read(_READ_SIZE)
-        if data:
-            incoming.write(data)
-        else:
-            incoming.write_eof()  # the next do_handshake raises SSLEOFError
+        await _pull(reader, incoming)  # at the end, the next do_handshake raises SSLEOFError
     raise ssl.SSLError("TLS handshake did not finish")
+
+
+async def _pull(reader: asyncio.StreamReader, incoming: ssl.MemoryBIO) -> None:
+    """Feed OpenSSL what the server sent next, or the end of the stream."""
+    data = await reader.read(_READ_SIZE)
+    if data:
+        incoming.write(data)
+    else:
+        incoming.write_eof()
 
 
 async def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
