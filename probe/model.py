@@ -327,7 +327,8 @@ class TargetMeasurement:
 
 # --- (de)serialisation -----------------------------------------------------------------------
 
-_converter = cattrs.Converter()
+# every tuple a list, fixed-length ones too (samples): the record equals its JSON's parse
+_converter = cattrs.Converter(unstruct_collection_overrides={tuple: list})
 T = TypeVar("T")
 
 

@@ -16,16 +16,23 @@ SCRUBBED = "[scrubbed]"
 # Spellings of an address, each found as a whole token and compared by value, so "1.2.3.4"
 # also catches 1-2-3-4 (reverse-DNS names), 001.002.003.004, ::ffff:1.2.3.4, ::ffff:102:304,
 # 16909060 and 0x01020304, and never "11.2.3.45" or 2001:db8::10.
-# two colons at least: every IPv6 spelling has them, and a lone ":" (each JSON key) is no
-# candidate (one per key once made scrubbing most of a large run's CPU)
-_V6_TOKEN = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*")
-# The others begin with the token's first character and look behind it from there (`\d(?<!
-# [0-9]\d)` is "no digit before"): a pattern that starts with a character is searched for that
-# character first, one that starts with a look-behind tries every position (3-20x slower).
-_V4_TOKEN = re.compile(r"(\d(?<![0-9]\d)(?<![0-9][.-]\d)\d{0,2})([.-])(\d{1,3})\2(\d{1,3})\2"
-                       r"(\d{1,3})(?![0-9])(?![.-][0-9])")
+# Every pattern starts with a character, not a look-behind: the regex engine then jumps to the
+# positions holding that character (a pattern that starts with a look-behind tries every
+# position, 3-20x slower; the text is a whole record, scrubbing it once was most of a run's CPU).
+#
+# IPv6: a token is a maximal run of [0-9A-Fa-f:.] with two colons at least, not glued to a
+# letter. Found from its colons (a lone ":", one per JSON key, is no candidate) and widened.
+_V6_COLONS = re.compile(r":[0-9A-Fa-f.]*:")
+_V6_TAIL = re.compile(r"[0-9A-Fa-f:.]*")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+# Dotted or dashed quads and bare integers, in one pass: both start at a digit with no digit
+# before (`\d(?<![0-9]\d)`), the quad with no "digit-dot" before, the integer 8-10 digits.
+_V4_OR_INT = re.compile(
+    r"\d(?<![0-9]\d)(?:"
+    r"(?<![0-9][.-]\d)(?P<a>\d{0,2})(?P<sep>[.-])(?P<b>\d{1,3})(?P=sep)(?P<c>\d{1,3})(?P=sep)"
+    r"(?P<d>\d{1,3})(?![0-9])(?![.-][0-9])"
+    r"|(?<![0-9]\.\d)\d{7,9}(?![0-9])(?!\.[0-9]))")
 _HEX_TOKEN = re.compile(r"0(?<![0-9A-Za-z]0)[xX]([0-9A-Fa-f]{1,8})(?![0-9A-Za-z])")
-_INT_TOKEN = re.compile(r"\d(?<![0-9]\d)(?<![0-9]\.\d)\d{7,9}(?![0-9])(?!\.[0-9])")
 _JSON_BEFORE = re.compile(r"[:\[,] ?$")  # around a bare JSON number (json.dumps' spacing)
 _JSON_AFTER = re.compile(r"[,\]}]")
 _MIN_V4 = 1 << 24  # below 1.0.0.0 nothing is anybody's address; small integers stay
@@ -40,12 +47,11 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
     v4, v6 = _targets(addresses)
     if not v4 and not v6:
         return text
-    text = _V6_TOKEN.sub(lambda m: _scrub_v6(m, v4, v6), text)
+    text = _scrub_v6_tokens(text, v4, v6)
     if not v4:
         return text
-    text = _V4_TOKEN.sub(lambda m: SCRUBBED if _octets(m) in v4 else m.group(0), text)
-    text = _HEX_TOKEN.sub(lambda m: SCRUBBED if int(m.group(1), 16) in v4 else m.group(0), text)
-    return _INT_TOKEN.sub(lambda m: _scrub_int(m, v4), text)
+    text = _V4_OR_INT.sub(lambda m: _scrub_v4_or_int(m, v4), text)
+    return _HEX_TOKEN.sub(lambda m: SCRUBBED if int(m.group(1), 16) in v4 else m.group(0), text)
 
 
 def _targets(addresses: Iterable[str]) -> tuple[set[int], set[int]]:
@@ -65,27 +71,42 @@ def _targets(addresses: Iterable[str]) -> tuple[set[int], set[int]]:
     return v4, v6
 
 
-def _scrub_v6(m: re.Match[str], v4: set[int], v6: set[int]) -> str:
-    token = m.group(0).rstrip(".")
+def _scrub_v6_tokens(text: str, v4: set[int], v6: set[int]) -> str:
+    parts: list[str] = []
+    done = 0  # text[:done] is in parts; no token starts before it
+    while (m := _V6_COLONS.search(text, done)) is not None:
+        start = m.start()
+        while start > done and text[start - 1] in _V6_CHARS:
+            start -= 1
+        end = _V6_TAIL.match(text, m.end()).end()  # type: ignore[union-attr]
+        if not (start and text[start - 1].isascii() and text[start - 1].isalpha()):
+            parts += [text[done:start], _scrub_v6(text[start:end], v4, v6)]
+            done = end
+        else:
+            parts.append(text[done:end])
+            done = end
+    return "".join(parts) + text[done:] if parts else text
+
+
+def _scrub_v6(token: str, v4: set[int], v6: set[int]) -> str:
+    address = token.rstrip(".")
     try:
-        ip = ipaddress.IPv6Address(token)
+        ip = ipaddress.IPv6Address(address)
     except ValueError:
-        return m.group(0)
+        return token
     value = int(ip)
     mapped = int(ip.ipv4_mapped) if ip.ipv4_mapped is not None else value  # or ::a.b.c.d
     if value in v6 or (mapped >= _MIN_V4 and mapped in v4):
-        return SCRUBBED + m.group(0)[len(token):]
-    return m.group(0)
+        return SCRUBBED + token[len(address):]
+    return token
 
 
-def _octets(m: re.Match[str]) -> int | None:
-    octets = [int(m.group(i)) for i in (1, 3, 4, 5)]
-    if any(o > 255 for o in octets):
-        return None
-    return int.from_bytes(bytes(octets), "big")
-
-
-def _scrub_int(m: re.Match[str], v4: set[int]) -> str:
+def _scrub_v4_or_int(m: re.Match[str], v4: set[int]) -> str:
+    if m.group("sep") is not None:
+        octets = [int(m.group(0)[0] + m.group("a")), *(int(m.group(k)) for k in "bcd")]
+        if any(o > 255 for o in octets):
+            return m.group(0)
+        return SCRUBBED if int.from_bytes(bytes(octets), "big") in v4 else m.group(0)
     value = int(m.group(0))
     if value < _MIN_V4 or value not in v4:
         return m.group(0)

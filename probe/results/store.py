@@ -146,8 +146,10 @@ class Store:
                       vantage: str | None = None) -> dict[str, Any]:
         """Writes one OONI-format record of `m` (made by `append`, or received by a collector
         from vantage `vantage`) durably, indexes it, and returns the record written."""
-        line = scrub(json.dumps(record, ensure_ascii=False, sort_keys=True), self.scrub_addresses)
-        written = json.loads(line)
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        line = scrub(text, self.scrub_addresses)
+        # the record as stored: a parse of the line only when scrubbing changed it
+        written = json.loads(line) if line != text else record
         path = self.path_for(m.start_time)
         self._pending.append((path, line, self._row(written, m, path, vantage), written))
         if len(self._pending) >= self.batch:
