@@ -256,7 +256,8 @@ async def measure_target(
         control=helper,
         control_source=_control_source(plan),
     )
-    first = judging.judge(measurement)
+    seen = judging.facts(measurement)
+    first = judging.verdict_of(seen)
     throttle = None
     tests = state.throughput_tests(plan) if plan.throughput else None
     if tests is not None and first.verdict == "accessible" and tests.possible(target):
@@ -266,7 +267,7 @@ async def measure_target(
         measurement = replace(measurement, probe=replace(probe, throughput=flows))
     if throttle is None and first.verdict == "accessible":
         throttle = not_measured(plan)
-    final = judging.judge(measurement, throttle) if throttle else first
+    final = judging.verdict_of(replace(seen, throttle=throttle)) if throttle else first
     measurement = replace(measurement, verdict=final)
     if plan.locate and locate.wanted(final):  # one scan at a time, apart from throughput tests
         where, injection = await locate.for_target(measurement, control_sni(target, plan),

@@ -22,7 +22,7 @@ from probe.model import (
     ThrottleEstimate,
     TlsResult,
 )
-from probe.verdict import RULES, RULES_VERSION, judge
+from probe.verdict import RULES, RULES_VERSION, facts, judge, verdict_of
 from probe.verdict.rules import BLOCKINGS, VERDICTS
 
 # --- the table ----------------------------------------------------------------------------------
@@ -235,6 +235,20 @@ def test_judge_never_raises_and_is_well_formed(probe, control, throttle):
     assert "{" not in result.reason
     assert result.failure is None or result.failure in failures.FAILURES | {"dns_bogon_error"}
     assert judge(m, throttle) == result  # pure
+
+
+@settings(max_examples=200, deadline=None)
+@given(probe=evidence, control=evidence, throttle=estimates)
+def test_facts_read_before_the_throughput_test_judge_it_too(probe, control, throttle):
+    """The runner boils a target down once, before its flows exist, and judges the throttle
+    estimate on those facts: no fact may read the flows."""
+    before = TargetMeasurement(target=F.target(), start_time=0.0, runtime=0.0, probe=probe,
+                               control=control)
+    after = dataclasses.replace(before, probe=dataclasses.replace(
+        probe, throughput=(F.throughput(1e5), F.throughput(5e7, sni="control.example"))))
+    seen = facts(before)
+    assert facts(after) == seen
+    assert verdict_of(dataclasses.replace(seen, throttle=throttle)) == judge(after, throttle)
 
 
 @settings(max_examples=400, deadline=None)

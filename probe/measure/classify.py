@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import ipaddress
 import re
 import socket
@@ -41,18 +40,6 @@ from probe.failures import (
     UNKNOWN,
 )
 
-
-def _doh_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client under dnspython's DoH (httpx2 in dnspython 2.8+, httpx before)."""
-    for name in ("httpx2", "httpx"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        return (module.HTTPError,)
-    return ()
-
-
 # What the network (or a hostile peer) can make a measurement raise. UnicodeError: a name or
 # header that cannot be encoded; ValueError is left out on purpose (mostly our own bugs).
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
@@ -61,7 +48,6 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     dns.exception.DNSException,
     aiohttp.ClientError,
     UnicodeError,
-    *_doh_errors(),
 )
 CAUSE_LENGTH = 160
 _CANDIDATE = re.compile(r"[0-9A-Fa-f:.]{2,}")  # runs that could be an address, checked below

@@ -12,12 +12,17 @@ from probe.model import TargetMeasurement, ThrottleEstimate, Verdict
 from probe.verdict.facts import Facts, facts
 from probe.verdict.rules import RULES, RULES_VERSION, Rule
 
-__all__ = ["RULES", "RULES_VERSION", "Facts", "facts", "judge"]
+__all__ = ["RULES", "RULES_VERSION", "Facts", "facts", "judge", "verdict_of"]
 
 
 def judge(m: TargetMeasurement, throttle: ThrottleEstimate | None = None) -> Verdict:
     """The verdict of the first rule that holds (the last rule always holds)."""
-    f = facts(m, throttle)
+    return verdict_of(facts(m, throttle))
+
+
+def verdict_of(f: Facts) -> Verdict:
+    """`judge` for facts already boiled down (a runner judges a target before and after its
+    throughput test from the same facts: no fact reads the flows)."""
     rule = next(r for r in RULES if r.holds(f))
     return _verdict(rule, f)
 
