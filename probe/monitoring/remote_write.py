@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
-import cramjam
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:  # protobuf's runtime costs ~5 MB: loaded by the first push, not by every run
+# protobuf's runtime costs ~5 MB, snappy and the client library ~20 ms of every run's start:
+# loaded by the first push, not by `probe run` (which imports this module for its options)
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
+
     from probe.monitoring.prompb.remote_pb2 import WriteRequest
 
 HEADERS = {
@@ -107,6 +109,8 @@ def series_of(families: Iterable[Metric]) -> list[tuple[tuple[tuple[str, str], .
 def encode(families: Iterable[Metric], timestamp_ms: int) -> Batch:
     """One WriteRequest of every sample at `timestamp_ms`, snappy-compressed. Pure CPU (about
     0.3 s for 1,000 targets): the daemon runs it in a thread."""
+    import cramjam
+
     from probe.monitoring.prompb.remote_pb2 import WriteRequest
 
     request = WriteRequest()
@@ -122,6 +126,8 @@ def encode(families: Iterable[Metric], timestamp_ms: int) -> Batch:
 
 def decode(body: bytes) -> WriteRequest:
     """The inverse of `encode` (tests, and anyone checking what a receiver got)."""
+    import cramjam
+
     from probe.monitoring.prompb.remote_pb2 import WriteRequest
 
     request = WriteRequest()
