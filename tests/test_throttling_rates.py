@@ -104,10 +104,23 @@ POLICED_140K = (  # hashlimit at 140 kbit/s on 1 Gbit/s: a 46 kB burst, then a p
     (3.563, 95568), (3.699, 98464), (3.72, 98464), (3.924, 101360), (4.001, 101360),
 )
 
+SHAPED_64K = (  # htb at 64 kbit/s on 100 Mbit/s: five lumps in 4 s, two of them in the first
+    # second; fitted through the three after it, the rate read 0.72x (the run 0.71x)
+    (0.0, 0), (0.068, 0), (0.137, 7240), (0.165, 7240), (0.221, 7240), (0.269, 7240),
+    (0.282, 7240), (0.293, 7240), (0.334, 7240), (0.456, 7240), (0.648, 7240), (0.873, 7240),
+    (0.946, 7240), (1.169, 14480), (1.345, 14480), (1.457, 14480), (1.475, 14480),
+    (1.485, 14480), (1.785, 14480), (1.837, 14480), (1.874, 14480), (1.902, 14480),
+    (1.972, 14480), (1.997, 17376), (2.293, 17376), (2.313, 17376), (2.558, 20272),
+    (2.621, 20272), (2.664, 20272), (2.703, 20272), (3.005, 33304), (3.034, 33304),
+    (3.081, 33304), (3.381, 33304), (3.527, 33304), (3.595, 33304), (3.786, 33304),
+    (3.819, 33304), (3.851, 33304),
+)
+
 
 @pytest.mark.parametrize(("samples", "rate", "bend"), [
     (POLICED_64K, 64e3, 1), (POLICED_140K, 140e3, 1), (SHAPED_140K, 140e3, None),
-    (SHAPED_140K_LATE_LUMP, 140e3, None), (SHAPED_2M_LATE_STALL, 2e6, None)])
+    (SHAPED_140K_LATE_LUMP, 140e3, None), (SHAPED_2M_LATE_STALL, 2e6, None),
+    (SHAPED_64K, 64e3, None)])
 def test_recorded_flows_read_within_a_quarter_of_the_censors_rate(samples, rate, bend):
     assert rates.knee(samples) == bend  # the policer's burst is left out, the shaper has none
     assert rates.steady_rate(samples) == pytest.approx(rate, rel=0.25)

@@ -13,14 +13,18 @@ shaper (htb) releases 5-13 packets at a time, a loss holds back what arrives aft
 retransmission fills the hole. At 140 kbit/s a 3 s window holds only 4-6 such lumps, and a
 line fitted through every sample rides them (the flat samples before a late lump pull it up:
 1.05-1.25x the shaper's rate in the lab). So the line is fitted through the lump starts only
-(the time of each rise, the count just before it: one point per lump, each at the same phase),
-and it is never above the `ceiling`, the chord from the steady part's first sample to the last
-rise of the count. That chord is what keeps a policer from being over-read: once its bucket is
-empty (at the knee) it delivers at most its rate times the window, so the chord exceeds the
-rate only by what TCP held out of order at the window's start (bytes that had arrived behind a
-hole and were counted later), spread over the window: with holes repaired within half a
-second, at most 0.5 s / window (tests/test_throttling_rates.py checks it on policed flows
-counted in random lumps).
+(the time of each rise, the count just before it: one point per lump, each at the same phase).
+A flow without a knee (a shaper: no burst) whose steady part holds fewer than LUMPS_WHOLE lumps
+is fitted through the lump starts of the whole flow: at 64 kbit/s the second skipped holds a
+third of a 4 s flow's lumps (the shaper's most regular ones, before TCP's first losses), and
+the three left read 0.71x.
+
+The rate is never above the `ceiling`, the chord from the steady part's first sample to the
+last rise of the count, and that is what keeps a policer from being over-read: once its bucket
+is empty (at the knee) it lets through at most its rate times the window, so the chord exceeds
+the rate only by what was left of the burst and what TCP held out of order (arrived behind a
+hole, counted later) at the window's start, spread over the window
+(tests/test_throttling_rates.py checks the bound on policed flows counted in random lumps).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ KNEE_RATIO = 0.25  # the rate after a knee is at most this fraction of the rate 
 KNEE_MIN_SAMPLES = 3  # samples after the knee (the knee itself included)
 KNEE_MIN_AFTER = 0.25  # ... spanning at least this fraction of the flow's time
 LUMPS_MIN = 3  # rises of the count the steady rate is fitted through, at least
+LUMPS_WHOLE = 6  # fewer in the steady part of a flow without a knee: fit the whole flow's
 PLAUSIBLE_BURST_S = 2.0  # the largest policer burst we claim to see through, at its own rate
 
 Samples = tuple[tuple[float, int], ...]
@@ -76,16 +81,21 @@ def knee(samples: Samples) -> int | None:
     return best
 
 
-def steady_samples(samples: Samples) -> Samples:
-    """The samples after the initial burst (see the module doc); all of them if too few remain."""
+def _steady(samples: Samples) -> tuple[Samples, bool]:
+    """(the samples after the initial burst, did the flow bend at a knee?)."""
     if len(samples) < 2:
-        return samples
+        return samples, False
     bend = knee(samples)
     if bend is not None:
-        return samples[bend:]
+        return samples[bend:], True
     skip = min(STEADY_SKIP_S, STEADY_SKIP_FRACTION * samples[-1][0])
     rest = tuple(s for s in samples if s[0] >= skip)
-    return rest if len(rest) >= 2 else (samples[0], samples[-1])
+    return (rest if len(rest) >= 2 else (samples[0], samples[-1])), False
+
+
+def steady_samples(samples: Samples) -> Samples:
+    """The samples after the initial burst (see the module doc); all of them if too few remain."""
+    return _steady(samples)[0]
 
 
 def _slope(points: Samples) -> float | None:
@@ -115,12 +125,15 @@ def ceiling(samples: Samples) -> float | None:
 
 def steady_rate(samples: Samples) -> float | None:
     """Bits per second of the steady part (see the module doc): the least-squares slope through
-    its lump starts, at most its `ceiling`; with fewer than LUMPS_MIN lumps the slope through all
+    its lump starts (through the whole flow's when it has no knee and the steady part fewer than
+    LUMPS_WHOLE), at most its `ceiling`; with fewer than LUMPS_MIN lumps the slope through all
     its samples, and the chord when fewer than four samples remain."""
-    steady = steady_samples(samples)
+    steady, bent = _steady(samples)
     if len(steady) < 4:
         return goodput(steady)
     starts = lump_starts(steady)
+    if not bent and len(starts) < LUMPS_WHOLE:
+        starts = lump_starts(samples)
     fit = _slope(starts) if len(starts) >= LUMPS_MIN else None
     fit = _slope(steady) if fit is None else fit
     if fit is None:
