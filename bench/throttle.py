@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/throttle.py [--runs 20] [--only NAME,...] [--json-out FILE]
     .venv/bin/python bench/throttle.py --combine FILE [FILE ...]
+    .venv/bin/python bench/throttle.py --replay FILE [FILE ...]
 
 Each scenario (data below) shapes the link (htb), optionally polices (hashlimit per flow, as the
 Twitter throttler did) or shapes (an htb class, queued) flows whose ClientHello names twimg.com,
@@ -10,8 +11,10 @@ adaptive probe.throttling.abtest.sni_swap N times with the default budget. A pos
 "throttled". Prints, per scenario: the states seen, the positive count, MB and seconds to a
 verdict (median, max), and for throttling the rate error against the censor's rate.
 `--json-out` keeps each scenario's runs (with the flows' samples) so that chunks run at
-different times can be printed as one table with `--combine`. Needs ethtool (the link without
-TSO/GSO, see wire_sized). Not a timed test: it prints figures.
+different times can be printed as one table with `--combine`; `--replay` prints that table
+after judging the recorded flows again with the code as it is now (`replay`: a changed
+estimator tried offline). Needs ethtool (the link without TSO/GSO, see wire_sized). Not a timed
+test: it prints figures.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.netns import BULK_NAME, SRV_IP, Pair  # noqa: E402
+from probe.model import ThroughputResult  # noqa: E402
+from probe.throttling import abtest, decide, rates  # noqa: E402
 
 RATES = {"64k": 64_000, "140k": 140_000, "500k": 500_000, "2M": 2_000_000, "10M": 10_000_000}
 LINKS = ("100mbit", "1gbit")
@@ -122,11 +127,16 @@ def report(scenario: dict, results: list[dict]) -> str:
     line = (f"{scenario['name']:<22} {kind} {positives:>2}/{len(results):<3} "
             f"{dict(states)!s:<34} MB med {statistics.median(mbytes):5.1f} max {max(mbytes):5.1f}"
             f"  s med {statistics.median(secs):5.1f} max {max(secs):5.1f}")
+    changed = sum(r["state"] != r.get("recorded", r["state"]) for r in results)
+    if changed:
+        line += f"  state changed by the replay: {changed}/{len(results)}"
     if scenario["throttled"]:
-        errors = [abs(r["rate"] / scenario["rate_bps"] - 1) for r in results if r["rate"]]
+        ratios = [r["rate"] / scenario["rate_bps"] for r in results if r["rate"]] or [9.99]
+        errors = [abs(x - 1) for x in ratios]
         within = sum(e <= 0.25 for e in errors)
         line += (f"  rate within 25%: {within}/{len(results)}, |err| med "
-                 f"{statistics.median(errors or [9.99]):.0%} max {max(errors or [9.99]):.0%}")
+                 f"{statistics.median(errors):.0%} max {max(errors):.0%}"
+                 f" ({min(ratios):.2f}-{max(ratios):.2f}x)")
     else:
         below = [r["below"] for r in results if r["below"]]
         if below:
@@ -145,6 +155,37 @@ def combine(paths: list[str]) -> dict[str, list[dict]]:
     return runs
 
 
+def _flow(samples: list) -> ThroughputResult:
+    """A recorded flow as the probe's result; its rates as the code computes them now."""
+    series = tuple((float(t), int(b)) for t, b in samples)
+    received = series[-1][1] if series else 0
+    return ThroughputResult(url="https://replay/", t0=0.0, elapsed=0.0, samples=series,
+                            bytes_received=received, goodput_bps=rates.goodput(series),
+                            steady_bps=rates.steady_rate(series))
+
+
+def replay(run: dict) -> dict:
+    """A recorded run (--json-out) judged again by today's estimator and rules: the pairs grow
+    and are judged as abtest.interleave would (the time budget left out: the recorded runs
+    ended well before it), early stopping included; a run the new rules would have continued
+    past its recorded pairs ends with them (abtest's own pair bookkeeping, so that the replay
+    cannot drift from it). Returns the run with the new state and rates, the old state kept."""
+    plan, pairs = abtest.Budget(), abtest._Pairs([], [])
+    for (t_samples, _), (c_samples, _) in zip(run["targets"], run["controls"], strict=True):
+        size, seconds = pairs.kept or plan.flow(pairs.step, plan.total_bytes - pairs.used, 1e9)
+        pairs.add(_flow(t_samples), _flow(c_samples), size, seconds)
+        if pairs.judged:
+            early = decide.decide_early(pairs.targets[-pairs.judged:],
+                                        pairs.controls[-pairs.judged:], "sni_swap")
+            if early is not None and (early.state != "throttled"
+                                      or pairs.judged >= decide.MIN_PAIRS_THROTTLED):
+                break
+    est = decide.conclude(pairs.targets, pairs.controls, pairs.judged, "sni_swap", pairs.ended)
+    return {**run, "recorded": run["state"], "state": est.state, "rate": est.rate_bps,
+            "control": est.control_rate_bps, "below": est.excluded_below_bps,
+            "bytes": est.bytes_used}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -152,10 +193,14 @@ def main() -> None:
     parser.add_argument("--json-out", help="append each scenario's runs (samples included) here")
     parser.add_argument("--combine", nargs="+", metavar="FILE",
                         help="print one table from the --json-out files of several chunks")
+    parser.add_argument("--replay", nargs="+", metavar="FILE",
+                        help="as --combine, each recorded run judged again by the code as it is")
     args = parser.parse_args()
     chosen = [s for s in SCENARIOS if not args.only or s["name"] in args.only.split(",")]
-    if args.combine:
-        runs = combine(args.combine)
+    if args.combine or args.replay:
+        runs = combine(args.combine or args.replay)
+        if args.replay:
+            runs = {name: [replay(r) for r in rs] for name, rs in runs.items()}
         for scenario in (s for s in chosen if runs.get(s["name"])):
             print(report(scenario, runs[scenario["name"]]))
         return
