@@ -80,7 +80,9 @@ RUN_CASES: list[tuple[str, TargetArgs, str]] = [
     ("yaml alias in the targets", lambda p: ["--targets", _file(p, "t.yaml", (
         "targets:\n  - &x a.test\n  - *x\n"))], "t.yaml:3: YAML aliases"),
     ("deeply nested yaml value", lambda p: ["--targets", _file(p, "t.yaml", (
-        "targets:\n  - domain: " + "[" * 5000 + "]" * 5000 + "\n"))], "t.yaml:2: domain must"),
+        "targets:\n  - domain: " + "[" * 5000 + "]" * 5000 + "\n"))],
+     # PyYAML >= 6.0.4's parser refuses the depth itself; older ones leave it to the field check
+     "t.yaml:2: domain must|t.yaml:2: not valid YAML: exceeded maximum nesting depth"),
     ("two yaml documents", lambda p: ["--targets", _file(p, "t.yaml", GOOD + "---\n" + GOOD)],
      "t.yaml:4: more than one"),
     # a CSV row that cannot be measured is a warning; --strict makes it the error
@@ -117,7 +119,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, hostile, no_measuring,
     assert not case.traceback, result.exc_info
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
-    assert len(errors) == 1 and names in errors[0], result.stderr  # click adds a usage line
+    assert len(errors) == 1, result.stderr  # click adds a usage line
+    assert any(one in errors[0] for one in names.split("|")), result.stderr  # "|": either
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
