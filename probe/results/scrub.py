@@ -79,12 +79,11 @@ def _scrub_v6_tokens(text: str, v4: set[int], v6: set[int]) -> str:
         while start > done and text[start - 1] in _V6_CHARS:
             start -= 1
         end = _V6_TAIL.match(text, m.end()).end()  # type: ignore[union-attr]
-        if not (start and text[start - 1].isascii() and text[start - 1].isalpha()):
-            parts += [text[done:start], _scrub_v6(text[start:end], v4, v6)]
-            done = end
+        if start and text[start - 1].isascii() and text[start - 1].isalpha():
+            parts.append(text[done:end])  # glued to a word: no token
         else:
-            parts.append(text[done:end])
-            done = end
+            parts += [text[done:start], _scrub_v6(text[start:end], v4, v6)]
+        done = end
     return "".join(parts) + text[done:] if parts else text
 
 
