@@ -7,6 +7,7 @@ they appear, however they are written; other addresses are left alone.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -101,15 +102,20 @@ def _scrub_v6(token: str, v4: set[int], v6: set[int]) -> str:
 
 
 def _scrub_v4_or_int(m: re.Match[str], v4: set[int]) -> str:
-    if m.group("sep") is not None:
-        octets = [int(m.group(0)[0] + m.group("a")), *(int(m.group(k)) for k in "bcd")]
-        if any(o > 255 for o in octets):
-            return m.group(0)
-        return SCRUBBED if int.from_bytes(bytes(octets), "big") in v4 else m.group(0)
-    value = int(m.group(0))
-    if value < _MIN_V4 or value not in v4:
-        return m.group(0)
-    if _JSON_BEFORE.search(m.string, max(0, m.start() - 2), m.start()) and \
-            _JSON_AFTER.match(m.string, m.end()):
-        return m.group(0)
+    token = m.group(0)
+    if _token_value(token) not in v4:
+        return token
+    if m.group("sep") is None and _JSON_BEFORE.search(m.string, max(0, m.start() - 2), m.start()) \
+            and _JSON_AFTER.match(m.string, m.end()):
+        return token  # a bare JSON number: scrubbing it would break the record
     return SCRUBBED
+
+
+@functools.lru_cache(maxsize=4096)  # a record holds the same few addresses many times
+def _token_value(token: str) -> int | None:
+    """The address a dotted or dashed quad, or an 8-10 digit integer, stands for (None: none)."""
+    if token.isdigit():
+        value = int(token)
+        return value if value >= _MIN_V4 else None
+    octets = [int(part) for part in token.replace("-", ".").split(".")]
+    return None if any(o > 255 for o in octets) else int.from_bytes(bytes(octets), "big")

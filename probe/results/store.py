@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from probe import jsontext
 from probe.model import TargetMeasurement, Vantage
 from probe.results.jsonl import (
     StoreError,
@@ -146,7 +147,7 @@ class Store:
                       vantage: str | None = None) -> dict[str, Any]:
         """Writes one OONI-format record of `m` (made by `append`, or received by a collector
         from vantage `vantage`) durably, indexes it, and returns the record written."""
-        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        text = jsontext.dumps(record, sort_keys=True)
         line = scrub(text, self.scrub_addresses)
         # the record as stored: a parse of the line only when scrubbing changed it
         written = json.loads(line) if line != text else record

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from probe import jsontext
 from probe.model import TargetMeasurement
 from probe.results.ooni import probe_blocking
 
@@ -38,7 +38,7 @@ def json_line(record: Mapping[str, Any]) -> str:
         "report_id": record.get("report_id"),
         "test_keys": keys,
     }
-    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+    return jsontext.dumps(summary)
 
 
 def _rate(bps: float | None) -> str:
