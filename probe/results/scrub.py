@@ -26,13 +26,15 @@ SCRUBBED = "[scrubbed]"
 _V6_COLONS = re.compile(r":[0-9A-Fa-f.]*:")
 _V6_TAIL = re.compile(r"[0-9A-Fa-f:.]*")
 _V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
-# Dotted or dashed quads and bare integers, in one pass: both start at a digit with no digit
-# before (`\d(?<![0-9]\d)`), the quad with no "digit-dot" before, the integer 8-10 digits.
-_V4_OR_INT = re.compile(
-    r"\d(?<![0-9]\d)(?:"
-    r"(?<![0-9][.-]\d)(?P<a>\d{0,2})(?P<sep>[.-])(?P<b>\d{1,3})(?P=sep)(?P<c>\d{1,3})(?P=sep)"
-    r"(?P<d>\d{1,3})(?![0-9])(?![.-][0-9])"
-    r"|(?<![0-9]\.\d)\d{7,9}(?![0-9])(?!\.[0-9]))")
+# Dotted or dashed quads and bare integers: a pattern of the given addresses' own spellings
+# (`_v4_spellings`), each branch starting with its first digit, so the engine only stops at
+# those digits (a pattern of every quad and integer stopped at every digit and called back on
+# every address in the record: half of storing's CPU). Token bounds as for any quad: no digit
+# before, no "digit-dot" (quad: "digit-dash" too) before, and after it no digit, no dot-digit.
+_QUAD_BEFORE = r"(?<![0-9][\s\S])(?<![0-9][.-][\s\S])"
+_QUAD_AFTER = r"(?![0-9])(?![.-][0-9])"
+_INT_BEFORE = r"(?<![0-9][\s\S])(?<![0-9]\.[\s\S])"
+_INT_AFTER = r"(?![0-9])(?!\.[0-9])"
 _HEX_TOKEN = re.compile(r"0(?<![0-9A-Za-z]0)[xX]([0-9A-Fa-f]{1,8})(?![0-9A-Za-z])")
 _JSON_BEFORE = re.compile(r"[:\[,] ?$")  # around a bare JSON number (json.dumps' spacing)
 _JSON_AFTER = re.compile(r"[,\]}]")
@@ -51,7 +53,7 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
     text = _scrub_v6_tokens(text, v4, v6)
     if not v4:
         return text
-    text = _V4_OR_INT.sub(lambda m: _scrub_v4_or_int(m, v4), text)
+    text = _v4_spellings(frozenset(v4)).sub(_scrub_v4_or_int, text)
     return _HEX_TOKEN.sub(lambda m: SCRUBBED if int(m.group(1), 16) in v4 else m.group(0), text)
 
 
@@ -101,21 +103,34 @@ def _scrub_v6(token: str, v4: set[int], v6: set[int]) -> str:
     return token
 
 
-def _scrub_v4_or_int(m: re.Match[str], v4: set[int]) -> str:
-    token = m.group(0)
-    if _token_value(token) not in v4:
-        return token
-    if m.group("sep") is None and _JSON_BEFORE.search(m.string, max(0, m.start() - 2), m.start()) \
+@functools.lru_cache(maxsize=16)
+def _v4_spellings(v4: frozenset[int]) -> re.Pattern[str]:
+    """Every dotted or dashed quad (octets zero-padded to 3 digits at most) and every 8-10 digit
+    integer that stands for one of `v4`, as whole tokens."""
+    branches = []
+    for value in sorted(v4):
+        first, *others = (str(o) for o in value.to_bytes(4, "big"))
+        for spelling in _zero_padded(first, 3):
+            sep = f"s{len(branches)}"  # a name per branch: the same separator thrice
+            tail = "".join(f"(?P={sep}){_padded(o)}" for o in others[1:])
+            branches.append(f"{spelling[0]}{_QUAD_BEFORE}{spelling[1:]}(?P<{sep}>[.-])"
+                            f"{_padded(others[0])}{tail}{_QUAD_AFTER}")
+        if value >= _MIN_V4:
+            branches += [f"{spelling[0]}{_INT_BEFORE}{spelling[1:]}{_INT_AFTER}"
+                         for spelling in _zero_padded(str(value), 10)]
+    return re.compile("|".join(branches))
+
+
+def _zero_padded(digits: str, width: int) -> list[str]:
+    return ["0" * pad + digits for pad in range(width - len(digits) + 1)]
+
+
+def _padded(octet: str) -> str:
+    return f"0{{0,{3 - len(octet)}}}{octet}" if len(octet) < 3 else octet
+
+
+def _scrub_v4_or_int(m: re.Match[str]) -> str:
+    if m.group(0).isdigit() and _JSON_BEFORE.search(m.string, max(0, m.start() - 2), m.start()) \
             and _JSON_AFTER.match(m.string, m.end()):
-        return token  # a bare JSON number: scrubbing it would break the record
+        return m.group(0)  # a bare JSON number: scrubbing it would break the record
     return SCRUBBED
-
-
-@functools.lru_cache(maxsize=4096)  # a record holds the same few addresses many times
-def _token_value(token: str) -> int | None:
-    """The address a dotted or dashed quad, or an 8-10 digit integer, stands for (None: none)."""
-    if token.isdigit():
-        value = int(token)
-        return value if value >= _MIN_V4 else None
-    octets = [int(part) for part in token.replace("-", ".").split(".")]
-    return None if any(o > 255 for o in octets) else int.from_bytes(bytes(octets), "big")
