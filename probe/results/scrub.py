@@ -53,7 +53,9 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
     text = _scrub_v6_tokens(text, v4, v6)
     if not v4:
         return text
-    text = _v4_spellings(frozenset(v4)).sub(_scrub_v4_or_int, text)
+    addresses_v4 = frozenset(v4)
+    if any(hint.search(text) for hint in _v4_hints(addresses_v4)):  # mostly none is there
+        text = _v4_spellings(addresses_v4).sub(_scrub_v4_or_int, text)
     return _HEX_TOKEN.sub(lambda m: SCRUBBED if int(m.group(1), 16) in v4 else m.group(0), text)
 
 
@@ -119,6 +121,21 @@ def _v4_spellings(v4: frozenset[int]) -> re.Pattern[str]:
             branches += [f"{spelling[0]}{_INT_BEFORE}{spelling[1:]}{_INT_AFTER}"
                          for spelling in _zero_padded(str(value), 10)]
     return re.compile("|".join(branches))
+
+
+@functools.lru_cache(maxsize=16)
+def _v4_hints(v4: frozenset[int]) -> list[re.Pattern[str]]:
+    """Quick necessary conditions for `_v4_spellings` to find anything: each spelling holds its
+    longest leading octet and what follows it (zeros padded), or its integer's digits. A pattern
+    that starts with several fixed digits is searched for as a string (~0.01 ms a record)."""
+    hints = []
+    for value in sorted(v4):
+        octets = [str(o) for o in value.to_bytes(4, "big")]
+        start = max(range(3), key=lambda i: len(octets[i]))
+        hints.append(octets[start] + "".join(f"[.-]0{{0,2}}{o}" for o in octets[start + 1:]))
+        if value >= _MIN_V4:
+            hints.append(str(value))
+    return [re.compile(hint) for hint in hints]
 
 
 def _zero_padded(digits: str, width: int) -> list[str]:

@@ -140,7 +140,9 @@ class Store:
         `scrub_addresses` is read at each call: addresses learnt during a run (the helper's view
         of our public IP) can be added before the targets measured with them are appended."""
         # one test_start_time per report: the run's start its id carries, else its first target's
-        start = self._report_starts.setdefault(report_id, report_start(report_id) or m.start_time)
+        start = self._report_starts.get(report_id)
+        if start is None:  # parsed once per report, not per record
+            start = self._report_starts[report_id] = report_start(report_id) or m.start_time
         return self.append_record(to_ooni(m, report_id, self.vantage, test_start_time=start), m)
 
     def append_record(self, record: dict[str, Any], m: TargetMeasurement,
