@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from probe import jsontext
 from probe.helper_api import (
     API_PATH,
     BULK_PATH,
@@ -220,7 +221,7 @@ async def handle_control(request: web.Request) -> web.Response:
     if isinstance(measured, web.Response):
         return measured
     evidence, complete = measured
-    return web.json_response(encode_answer(evidence, request.remote, complete))
+    return web.json_response(encode_answer(evidence, request.remote, complete), dumps=jsontext.dumps)
 
 
 async def handle_health(request: web.Request) -> web.Response:
