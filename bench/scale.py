@@ -1,14 +1,14 @@
 """Scale: the blocking suite on N lab targets against blackbox_exporter's HTTPS probes, same run.
 
     sudo .venv/bin/python bench/scale.py [--sizes 100,1000] [--with-5000] [--concurrency 64]
-                                         [--profile FILE.prof]
+                                         [--rounds 3] [--profile FILE.prof]
 
 For each N: the lab (own prefix `pscale`, no censor rules) serves N names t00001.scale.lab ...
 from one origin with a wildcard certificate of the lab CA, an authoritative zone holding all of
 them, the trusted resolver's DoH, and the helper (`probe serve`). In the client namespace,
 blackbox_exporter (Debian package) gets one HTTPS probe per target from a bounded client loop at
-the same concurrency, then `probe run --no-throughput` measures the same targets. Printed: rates
-and their ratio, peak RSS and CPU seconds per target of each process (wait4 / /proc), and what
+the same concurrency, then `probe run --no-throughput` measures the same targets; `--rounds`
+times in turn. Printed: median rates, their ratio and the range of the rounds' ratios, peak RSS and CPU seconds per target of each process (wait4 / /proc), and what
 the probe did per target, counted from its stored results. Holds /tmp/probe-lab.lock throughout;
 the namespaces are torn down whatever happens.
 """
@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -257,13 +258,20 @@ def wait_listening(lab: ScaleLab, address: str, process: subprocess.Popen,
     raise LabError(f"{process.args[3]} is not listening on {address}")
 
 
-def run_blackbox(lab: ScaleLab, n: int, concurrency: int) -> dict[str, Any]:
+def start_blackbox(lab: ScaleLab) -> subprocess.Popen:
+    """blackbox_exporter, started once per N in the client namespace, listening."""
     config = lab.dir / "blackbox.yml"
     config.write_text(BLACKBOX_CONFIG.format(ca_file=lab.state()["ca_file"]))
     process = lab.spawn_in_client("blackbox", [
         BLACKBOX, f"--config.file={config}", f"--web.listen-address={BLACKBOX_LISTEN}",
         "--log.level=warn"])
     wait_listening(lab, BLACKBOX_LISTEN, process)
+    return process
+
+
+def run_blackbox(lab: ScaleLab, process: subprocess.Popen, n: int,
+                 concurrency: int) -> dict[str, Any]:
+    """One round: N probes through the driver; its wall time, CPU and peak RSS so far."""
     cpu0 = proc_cpu(process.pid)
     done = lab.exec([sys.executable, "-c", DRIVER, str(n), str(concurrency), BLACKBOX_LISTEN,
                      "1800"], timeout=1900)
@@ -312,9 +320,9 @@ runpy.run_module("probe", run_name="__main__", alter_sys=True)
 
 
 def run_probe(lab: ScaleLab, concurrency: int, profile: str | None,
-              tracemalloc: str | None = None) -> dict[str, Any]:
-    state, out = lab.state(), lab.dir / "results"
-    logs = lab.dir / "probe-run"
+              tracemalloc: str | None = None, round_: int = 0) -> dict[str, Any]:
+    state, out = lab.state(), lab.dir / f"results-{round_}"
+    logs = lab.dir / f"probe-run-{round_}"
     logs.mkdir(exist_ok=True)
     python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
               *(["-c", TRACEMALLOC, tracemalloc] if tracemalloc else [])]
@@ -363,29 +371,55 @@ def breakdown(out: Path) -> dict[str, Any]:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def measure(n: int, concurrency: int, profile: str | None,
+def measure(n: int, concurrency: int, rounds: int, profile: str | None,
             tracemalloc: str | None = None) -> dict[str, Any]:
+    """`rounds` times blackbox_exporter then the probe, in one lab: the machine's mood changes
+    from minute to minute (blackbox_exporter alone ran 420-600 probes/s), so the figures are
+    medians of interleaved rounds and the per-round ratios are shown."""
     lab = ScaleLab(n)
     try:
         started = time.monotonic()
         # the zone and the list grow with N (a loaded machine once missed 60 s at N = 5,000)
         lab.up(SCENARIO, deadline=60.0 + n / 50)
         lab_up = time.monotonic() - started
-        blackbox = run_blackbox(lab, n, concurrency)
-        probe = run_probe(lab, concurrency, profile, tracemalloc)
+        blackbox = start_blackbox(lab)
+        results = []
+        for round_ in range(rounds):
+            last = round_ == rounds - 1
+            results.append({"blackbox": run_blackbox(lab, blackbox, n, concurrency),
+                            "probe": run_probe(lab, concurrency, profile if last else None,
+                                               tracemalloc if last else None, round_)})
     finally:
         lab.down()
-    return {"n": n, "lab_up_s": round(lab_up, 1), "blackbox": blackbox, "probe": probe}
+    return {"n": n, "lab_up_s": round(lab_up, 1), "rounds": results}
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    """Median rates, their ratio and the per-round ratios' range; CPU of the median probe
+    round; peak RSS the highest of any round."""
+    n, rounds = row["n"], row["rounds"]
+    probe_rates = [n / r["probe"]["wall"] for r in rounds]
+    bbe_rates = [n / r["blackbox"]["wall"] for r in rounds]
+    ratios = [p / b for p, b in zip(probe_rates, bbe_rates, strict=True)]
+    middle = rounds[probe_rates.index(statistics.median_low(probe_rates))]
+    probe = {**middle["probe"], "rss_mb": max(r["probe"]["rss_mb"] for r in rounds),
+             "helper_rss_mb": max(r["probe"]["helper_rss_mb"] for r in rounds)}
+    blackbox = {**middle["blackbox"], "rss_mb": max(r["blackbox"]["rss_mb"] for r in rounds)}
+    return {"n": n, "probe_rate": statistics.median(probe_rates),
+            "bbe_rate": statistics.median(bbe_rates), "ratios": ratios,
+            "probe": probe, "blackbox": blackbox}
 
 
 def report(rows: list[dict[str, Any]], echo=print) -> None:
-    echo(f"{'N':>6} {'probe t/s':>9} {'bbe t/s':>8} {'ratio':>6} {'probe RSS':>9} "
+    rows = [summary(row) for row in rows]
+    echo(f"{'N':>6} {'probe t/s':>9} {'bbe t/s':>8} {'ratio':>6} {'rounds':>17} {'probe RSS':>9} "
          f"{'helper RSS':>10} {'bbe RSS':>7} {'probe cpu/t':>11} {'helper cpu/t':>12} "
          f"{'bbe cpu/t':>9}  verdicts")
     for row in rows:
         n, p, b = row["n"], row["probe"], row["blackbox"]
-        probe_rate, bbe_rate = n / p["wall"], n / b["wall"]
-        echo(f"{n:>6} {probe_rate:>9.1f} {bbe_rate:>8.1f} {probe_rate / bbe_rate:>6.3f} "
+        spread = f"{min(row['ratios']):.3f}-{max(row['ratios']):.3f} x{len(row['ratios'])}"
+        echo(f"{n:>6} {row['probe_rate']:>9.1f} {row['bbe_rate']:>8.1f} "
+             f"{row['probe_rate'] / row['bbe_rate']:>6.3f} {spread:>17} "
              f"{p['rss_mb']:>7.1f}MB {p['helper_rss_mb']:>8.1f}MB {b['rss_mb']:>5.1f}MB "
              f"{p['cpu'] / n * 1000:>9.2f}ms {p['helper_cpu'] / n * 1000:>10.2f}ms "
              f"{b['cpu'] / n * 1000:>7.2f}ms  {p['verdicts']} bbe ok {b['ok']}/{n}")
@@ -411,6 +445,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000", help="comma-separated N")
     parser.add_argument("--with-5000", action="store_true", help="add N = 5000")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of blackbox_exporter and the probe per N")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the probe at the last N")
     parser.add_argument("--tracemalloc", metavar="FILE",
                         help="at the last N, write the probe's top live allocations here")
@@ -422,7 +458,8 @@ def main() -> None:
     with lab_lock():
         for n in sizes:
             last = n == sizes[-1]
-            rows.append(measure(n, args.concurrency, args.profile if last else None,
+            rows.append(measure(n, args.concurrency, args.rounds,
+                                args.profile if last else None,
                                 args.tracemalloc if last else None))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     report(rows)
