@@ -129,9 +129,14 @@ async def _resolve(target: Target, plan: RunPlan, settings: Settings
     host = _host(target)
     aaaa = asyncio.create_task(dns.measure(DnsQuery(host, "system", "AAAA"), settings))
     queries = [DnsQuery(host, "system"), *(DnsQuery(host, r) for r in plan.control_resolvers)]
-    started = await asyncio.gather(*(dns.started(q, settings) for q in queries))
-    return (tuple(task for task, _ in started),
-            tuple(first.addresses if first else () for _, first in started), aaaa)
+    tasks, firsts = zip(*(dns.start(q, settings) for q in queries), strict=True)
+    try:
+        answers = await asyncio.gather(*firsts)
+    except asyncio.CancelledError:
+        for task in (*tasks, aaaa):
+            task.cancel()
+        raise
+    return tasks, tuple(first.addresses if first else () for first in answers), aaaa
 
 
 async def _per_address(address: str, target: Target, plan: RunPlan, settings: Settings,

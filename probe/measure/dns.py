@@ -159,29 +159,33 @@ async def measure(query: DnsQuery, settings: Settings, on_first: FirstAnswer | N
     )
 
 
-async def started(query: DnsQuery, settings: Settings
-                  ) -> tuple[asyncio.Task[DnsResult], DnsResponse | None]:
-    """Starts `query` and returns once its first answer is in (or it ended without one): the
-    task, still listening for more, and that answer (None: ended without one; the task's result
-    says why). What a result's `addresses` will be is known then: the caller need not wait for
-    the linger to connect."""
-    first: asyncio.Future[DnsResponse] = asyncio.get_running_loop().create_future()
+def start(query: DnsQuery, settings: Settings
+          ) -> tuple[asyncio.Task[DnsResult], asyncio.Future[DnsResponse | None]]:
+    """Starts `query`: its task, listening until its linger ends, and a future that holds its
+    first answer as soon as it arrives (None: it ended without one; the task's result says
+    why). What a result's `addresses` will be is known then: the caller need not wait for the
+    linger to connect. No coroutine between: each turn of a busy event loop costs a target
+    time in its slot."""
+    first: asyncio.Future[DnsResponse | None] = asyncio.get_running_loop().create_future()
 
-    def heard(response: DnsResponse) -> None:
+    def heard(response: DnsResponse | None) -> None:
         if not first.done():
             first.set_result(response)
 
     task = asyncio.create_task(measure(query, settings, heard))
+    task.add_done_callback(lambda _: heard(None))
+    return task, first
+
+
+async def started(query: DnsQuery, settings: Settings
+                  ) -> tuple[asyncio.Task[DnsResult], DnsResponse | None]:
+    """`start`, returning once the first answer is in (or the query ended without one)."""
+    task, first = start(query, settings)
     try:
-        await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+        return task, await first
     except asyncio.CancelledError:
         task.cancel()
         raise
-    if first.done():
-        return task, first.result()
-    first.cancel()
-    responses = task.result().responses
-    return task, responses[0] if responses else None
 
 
 def _fingerprint(responses: tuple[DnsResponse, ...]) -> str | None:
