@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.inet
@@ -31,6 +29,7 @@ from probe import failures
 from probe.addresses import host_port, is_ip
 from probe.measure import ooni_fingerprints, shared
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
+from probe.measure.datagrams import Inbox
 from probe.measure.tlsctx import client_context
 from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
 
@@ -254,35 +253,42 @@ async def _udp(
     on_first: FirstAnswer | None = None,
 ) -> tuple[DnsResponse, ...]:
     """Send once, then hear every matching answer until timeout, or linger after the first."""
-    backend = dns.asyncbackend.get_backend("asyncio")
-    destination = (host, port)
-    heard: list[DnsResponse] = []
     # A connected socket: the kernel reports ICMP port unreachable as connection_refused,
     # and an injector must spoof the resolver's address to be heard (it does).
-    af = dns.inet.af_for_address(host)
-    sock = await backend.make_socket(af, socket.SOCK_DGRAM, 0, None, destination)
-    async with sock:
+    with Inbox((host, port), dns.inet.af_for_address(host)) as inbox:
+        source = host_port(*inbox.peer)
         sent = time.monotonic()
-        expiration = time.time() + settings.timeout  # dnspython counts in wall-clock time
-        await dns.asyncquery.send_udp(sock, message, destination, expiration)
+        await inbox.send(message.to_wire())
+        deadline = sent + settings.timeout
+        heard: list[DnsResponse] = []
         while len(heard) < MAX_RESPONSES:
-            try:
-                answer, _, source = await dns.asyncquery.receive_udp(
-                    sock, destination, expiration, ignore_unexpected=True,
-                    ignore_errors=True, query=message,
-                )  # fmt: skip
-            except dns.exception.Timeout:
+            arrival = await inbox.next(deadline)
+            if arrival is None:
                 break
-            except OSError:
+            t, data = arrival
+            if isinstance(data, OSError):
                 if not heard:
-                    raise
+                    raise data
                 break  # an ICMP error after an answer changes nothing already heard
-            heard.append(_response(answer, time.monotonic() - sent, host_port(source[0], source[1])))
+            answer = _answer_to(message, data)
+            if answer is None:
+                continue
+            heard.append(_response(answer, t - sent, source))
             if len(heard) == 1:
-                expiration = min(expiration, time.time() + settings.dns_linger)
+                deadline = min(deadline, t + settings.dns_linger)
                 if on_first is not None:
                     on_first(heard[0])
     return tuple(heard)
+
+
+def _answer_to(query: dns.message.Message, wire: bytes) -> dns.message.Message | None:
+    """`wire` parsed when it answers `query`, else None: dnspython's `receive_udp` rule with
+    `ignore_errors=True, query=query` (what does not parse is not an answer to us)."""
+    try:
+        answer = dns.message.from_wire(wire)
+    except Exception:  # noqa: BLE001 - anyone can send garbage; dnspython ignores it alike
+        return None
+    return answer if query.is_response(answer) else None
 
 
 def _response(answer: dns.message.Message, t: float, source: str) -> DnsResponse:
