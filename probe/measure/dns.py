@@ -30,6 +30,7 @@ from probe.addresses import host_port, is_ip
 from probe.measure import ooni_fingerprints, shared
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
 from probe.measure.datagrams import Inbox
+from probe.measure.dnswire import answer_to, query_wire
 from probe.measure.tlsctx import client_context
 from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
 
@@ -226,7 +227,7 @@ async def _doh(message: dns.message.Message, url: str, settings: Settings) -> dn
     """One RFC 8484 POST, through the run's kept-alive session when there is one (aiohttp: a
     third of the CPU of dnspython's httpx client per query). A status other than 2xx is a
     ValueError, as in dnspython."""
-    wire = message.to_wire()
+    wire = query_wire(message)
     headers = {"accept": DOH_TYPE, "content-type": DOH_TYPE}
     shared_session = shared.doh_session(settings.ca_file)
     session = shared_session or aiohttp.ClientSession(
@@ -258,7 +259,7 @@ async def _udp(
     with Inbox((host, port), dns.inet.af_for_address(host)) as inbox:
         source = host_port(*inbox.peer)
         sent = time.monotonic()
-        await inbox.send(message.to_wire())
+        await inbox.send(query_wire(message))
         deadline = sent + settings.timeout
         heard: list[DnsResponse] = []
         while len(heard) < MAX_RESPONSES:
@@ -270,7 +271,7 @@ async def _udp(
                 if not heard:
                     raise data
                 break  # an ICMP error after an answer changes nothing already heard
-            answer = _answer_to(message, data)
+            answer = answer_to(message, data)
             if answer is None:
                 continue
             heard.append(_response(answer, t - sent, source))
@@ -279,16 +280,6 @@ async def _udp(
                 if on_first is not None:
                     on_first(heard[0])
     return tuple(heard)
-
-
-def _answer_to(query: dns.message.Message, wire: bytes) -> dns.message.Message | None:
-    """`wire` parsed when it answers `query`, else None: dnspython's `receive_udp` rule with
-    `ignore_errors=True, query=query` (what does not parse is not an answer to us)."""
-    try:
-        answer = dns.message.from_wire(wire)
-    except Exception:  # noqa: BLE001 - anyone can send garbage; dnspython ignores it alike
-        return None
-    return answer if query.is_response(answer) else None
 
 
 def _response(answer: dns.message.Message, t: float, source: str) -> DnsResponse:
