@@ -3,7 +3,7 @@
 What the DNS exchange needs of UDP is small: send one datagram, then hear what comes back until
 a deadline. asyncio's datagram transport (and dnspython's socket around it) cost a transport, a
 protocol, a queue and a `wait_for` per datagram; here the loop's reader callback reads the socket
-into a deque, and the waiting coroutine sleeps on one future with one timer.
+into a deque, and the waiting coroutine sleeps on one future and one timer per wait.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MAX_DATAGRAM = 65535  # a UDP payload is never larger
 
 # An arrival: (time.monotonic() when read, the datagram or the error the socket reported).
 # asyncio's loop.time() is time.monotonic(): deadlines and arrival times compare directly.
-Arrival = tuple[float, "bytes | OSError"]
+Arrival = tuple[float, bytes | OSError]
 
 
 class Inbox:
