@@ -56,12 +56,13 @@ class _Scripted(asyncio.DatagramProtocol):
 
 
 @contextlib.asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[str]:
-    """A UDP server on 127.0.0.1 answering each query with `script`; yields its resolver URL."""
+async def scripted(script: Script, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """A UDP server on `host` answering each query with `script`; yields its resolver URL."""
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Scripted(script), local_addr=("127.0.0.1", 0))
+        lambda: _Scripted(script), local_addr=(host, 0))
     try:
-        yield f"udp://127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+        netloc = f"[{host}]" if ":" in host else host
+        yield f"udp://{netloc}:{transport.get_extra_info('sockname')[1]}"
     finally:
         transport.close()
 
@@ -109,6 +110,23 @@ async def test_foreign_datagrams_before_the_answer_are_ignored():
         result = await dnsmeasure.measure(DnsQuery("real.test", url), settings())
     assert [r.addresses for r in result.responses] == [("192.0.2.7",), ("192.0.2.8",)]
     assert result.failure is None and result.addresses == ("192.0.2.7",)
+
+
+async def test_an_ipv6_resolver_is_heard_and_named_as_the_kernel_writes_it():
+    """Through dnspython's socket, the probe's (host, port) pair never matched the connected IPv6
+    socket's 4-tuple peer: asyncio refused to send (ValueError) and every IPv6 UDP query was an
+    unknown_failure before this."""
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("no IPv6 on this machine")
+
+    def script(query: dns.message.Message, _addr: tuple) -> list[tuple[float, bytes]]:
+        return [(0.0, reply(query, "192.0.2.7").to_wire())]
+
+    async with scripted(script, "::1") as url:
+        port = url.rsplit(":", 1)[1]
+        result = await dnsmeasure.measure(DnsQuery("real.test", f"udp://[0:0::0001]:{port}"), settings())
+    assert result.addresses == ("192.0.2.7",) and result.failure is None
+    assert result.responses[0].source == f"[::1]:{port}"  # canonical, as from recvfrom
 
 
 def test_the_acceptance_rule_is_dnspythons():
