@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.inet
@@ -31,6 +29,8 @@ from probe import failures
 from probe.addresses import host_port, is_ip
 from probe.measure import ooni_fingerprints, shared
 from probe.measure.classify import NETWORK_ERRORS, cause, failure_and_cause
+from probe.measure.datagrams import Inbox
+from probe.measure.dnswire import answer_to, query_wire
 from probe.measure.tlsctx import client_context
 from probe.model import DnsAnswer, DnsQuery, DnsResponse, DnsResult, Settings
 
@@ -231,7 +231,7 @@ async def _doh(message: dns.message.Message, url: str, settings: Settings) -> dn
     """One RFC 8484 POST, through the run's kept-alive session when there is one (aiohttp: a
     third of the CPU of dnspython's httpx client per query). A status other than 2xx is a
     ValueError, as in dnspython."""
-    wire = message.to_wire()
+    wire = query_wire(message)
     headers = {"accept": DOH_TYPE, "content-type": DOH_TYPE}
     shared_session = shared.doh_session(settings.ca_file)
     session = shared_session or aiohttp.ClientSession(
@@ -258,32 +258,29 @@ async def _udp(
     on_first: FirstAnswer | None = None,
 ) -> tuple[DnsResponse, ...]:
     """Send once, then hear every matching answer until timeout, or linger after the first."""
-    backend = dns.asyncbackend.get_backend("asyncio")
-    destination = (host, port)
-    heard: list[DnsResponse] = []
     # A connected socket: the kernel reports ICMP port unreachable as connection_refused,
     # and an injector must spoof the resolver's address to be heard (it does).
-    af = dns.inet.af_for_address(host)
-    sock = await backend.make_socket(af, socket.SOCK_DGRAM, 0, None, destination)
-    async with sock:
+    with Inbox((host, port), dns.inet.af_for_address(host)) as inbox:
+        source = host_port(*inbox.peer)
         sent = time.monotonic()
-        expiration = time.time() + settings.timeout  # dnspython counts in wall-clock time
-        await dns.asyncquery.send_udp(sock, message, destination, expiration)
+        await inbox.send(query_wire(message))
+        deadline = sent + settings.timeout
+        heard: list[DnsResponse] = []
         while len(heard) < MAX_RESPONSES:
-            try:
-                answer, _, source = await dns.asyncquery.receive_udp(
-                    sock, destination, expiration, ignore_unexpected=True,
-                    ignore_errors=True, query=message,
-                )  # fmt: skip
-            except dns.exception.Timeout:
+            arrival = await inbox.next(deadline)
+            if arrival is None:
                 break
-            except OSError:
+            t, data = arrival
+            if isinstance(data, OSError):
                 if not heard:
-                    raise
+                    raise data
                 break  # an ICMP error after an answer changes nothing already heard
-            heard.append(_response(answer, time.monotonic() - sent, host_port(source[0], source[1])))
+            answer = answer_to(message, data)
+            if answer is None:
+                continue
+            heard.append(_response(answer, t - sent, source))
             if len(heard) == 1:
-                expiration = min(expiration, time.time() + settings.dns_linger)
+                deadline = min(deadline, t + settings.dns_linger)
                 if on_first is not None:
                     on_first(heard[0])
     return tuple(heard)
