@@ -1,6 +1,6 @@
 """The probe's measured goodput against iperf3's, on the same htb-shaped veth link.
 
-    sudo /work/venv/bin/python bench/goodput.py [--rates 10mbit,100mbit,1gbit] [--seconds 5]
+    sudo .venv/bin/python bench/goodput.py [--rates 10mbit,100mbit,1gbit] [--seconds 5]
 
 For each rate: iperf3 -R (the server sends, as our bulk endpoint does) over TCP without TLS, then
 probe.measure.throughput over TLS from the same namespaces. Prints both and their ratio. The
