@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from probe import jsontext
 from probe.model import TargetMeasurement
 from probe.results.ooni import probe_blocking
+
+if TYPE_CHECKING:  # rich is loaded by the tables only: a `--json` run prints none (~60 ms)
+    from rich.console import Console
+    from rich.table import Table
 
 _STYLE = {
     "accessible": "green",
@@ -47,8 +48,14 @@ def _rate(bps: float | None) -> str:
     return f"{bps / 1e6:.1f} Mbit/s" if bps >= 1e6 else f"{bps / 1e3:.0f} kbit/s"
 
 
+def _table(title: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(title=title, **options)
+
+
 def verdict_table(measurements: Iterable[TargetMeasurement]) -> Table:
-    table = Table(title="Verdicts", show_lines=False)
+    table = _table("Verdicts", show_lines=False)
     for column in ("target", "category", "verdict", "blocking", "failure", "rate / control",
                    "why"):
         table.add_column(column)
@@ -81,7 +88,7 @@ def where(m: TargetMeasurement) -> str:
 
 def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """Store.runs() rows: one line per run with its counts by verdict."""
-    table = Table(title="Runs")
+    table = _table("Runs")
     verdicts = ("accessible", "blocked", "throttled", "degraded", "down", "inconclusive")
     for column in ("report_id", "vantage", "start (UTC)", "targets", *verdicts):
         table.add_column(column)
@@ -95,7 +102,7 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> Table:
 
 def latest_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """Store.latest() rows: the verdicts of one run."""
-    table = Table(title="Verdicts")
+    table = _table("Verdicts")
     for column in ("domain", "category", "verdict", "blocking", "failure", "rate / control",
                    "ratio"):
         table.add_column(column)
