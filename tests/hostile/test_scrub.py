@@ -24,6 +24,8 @@ def spellings(ip: ipaddress.IPv4Address) -> dict[str, str]:
         "dotted": str(ip),
         "dashed": f"{a}-{b}-{c}-{d}",
         "zero-padded": f"{a:03d}.{b:03d}.{c:03d}.{d:03d}",
+        "partly padded, dashed": f"{a:02d}-{b}-{c:03d}-{d:02d}",
+        "integer, zero-padded": f"{value:010d}",
         "ipv4-mapped": f"::ffff:{ip}",
         "ipv4-mapped hex": f"::ffff:{value >> 16:x}:{value & 0xFFFF:x}",
         "ipv4-mapped exploded": ipaddress.IPv6Address(f"::ffff:{ip}").exploded,
