@@ -8,8 +8,9 @@ from one origin with a wildcard certificate of the lab CA, an authoritative zone
 them, the trusted resolver's DoH, and the helper (`probe serve`). In the client namespace,
 blackbox_exporter (Debian package) gets one HTTPS probe per target from a bounded client loop at
 the same concurrency, then `probe run --no-throughput` measures the same targets; `--rounds`
-times in turn. Printed: median rates, their ratio and the range of the rounds' ratios, peak RSS and CPU seconds per target of each process (wait4 / /proc), and what
-the probe did per target, counted from its stored results. Holds /tmp/probe-lab.lock throughout;
+times in turn. Printed: median rates, their ratio and the range of the rounds' ratios, peak RSS
+and CPU seconds per target of each process (wait4 / /proc), and what the probe did per target,
+counted from its stored results. Holds /tmp/probe-lab.lock throughout;
 the namespaces are torn down whatever happens.
 """
 
@@ -192,7 +193,8 @@ if pid == 0:
     os.execvp(argv[0], argv)
 _, status, usage = os.wait4(pid, 0)
 with open(report, "w") as out:
-    json.dump({"wall": time.monotonic() - start, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+    json.dump({"wall": time.monotonic() - start, "cpu": usage.ru_utime + usage.ru_stime,
+               "rss_mb": usage.ru_maxrss / 1024,
                "returncode": os.waitstatus_to_exitcode(status)}, out)
 """
 

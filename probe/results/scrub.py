@@ -47,19 +47,19 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
 
     Loopback and unspecified addresses identify nobody and are left alone. A decimal integer
     that stands as a bare JSON number is kept (scrubbing it would break the record)."""
-    v4, v6 = _targets(addresses)
+    v4, v6 = _targets(frozenset(addresses))
     if not v4 and not v6:
         return text
     text = _scrub_v6_tokens(text, v4, v6)
     if not v4:
         return text
-    addresses_v4 = frozenset(v4)
-    if any(hint.search(text) for hint in _v4_hints(addresses_v4)):  # mostly none is there
-        text = _v4_spellings(addresses_v4).sub(_scrub_v4_or_int, text)
+    if any(hint.search(text) for hint in _v4_hints(v4)):  # mostly none is there
+        text = _v4_spellings(v4).sub(_scrub_v4_or_int, text)
     return _HEX_TOKEN.sub(lambda m: SCRUBBED if int(m.group(1), 16) in v4 else m.group(0), text)
 
 
-def _targets(addresses: Iterable[str]) -> tuple[set[int], set[int]]:
+@functools.lru_cache(maxsize=16)  # a store scrubs every record with the same few addresses
+def _targets(addresses: frozenset[str]) -> tuple[frozenset[int], frozenset[int]]:
     """The addresses to scrub as integers: IPv4 (IPv4-mapped ones included) and IPv6."""
     v4: set[int] = set()
     v6: set[int] = set()
@@ -73,10 +73,10 @@ def _targets(addresses: Iterable[str]) -> tuple[set[int], set[int]]:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         (v4 if ip.version == 4 else v6).add(int(ip))
-    return v4, v6
+    return frozenset(v4), frozenset(v6)  # cached: shared, so never changed
 
 
-def _scrub_v6_tokens(text: str, v4: set[int], v6: set[int]) -> str:
+def _scrub_v6_tokens(text: str, v4: frozenset[int], v6: frozenset[int]) -> str:
     parts: list[str] = []
     done = 0  # text[:done] is in parts; no token starts before it
     while (m := _V6_COLONS.search(text, done)) is not None:
@@ -92,7 +92,7 @@ def _scrub_v6_tokens(text: str, v4: set[int], v6: set[int]) -> str:
     return "".join(parts) + text[done:] if parts else text
 
 
-def _scrub_v6(token: str, v4: set[int], v6: set[int]) -> str:
+def _scrub_v6(token: str, v4: frozenset[int], v6: frozenset[int]) -> str:
     address = token.rstrip(".")
     if "::" not in address and address.count(":") < 6:
         return token  # no IPv6 address (a clock time, "13:08:01"): cheaper than its ValueError
